@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine: `make quickstart` and `make test`.
+# Each creates/updates .venv from the project's own files; nothing is installed by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARCH   := $(shell uname -m)
+# torch: the CUDA build pinned on x86_64 (pip takes it from this workplace's disk when it lies there),
+# a CPU build on aarch64.
+ifeq ($(ARCH),aarch64)
+TORCH := torch==2.9.1 torchvision==0.24.1
+else
+TORCH := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: quickstart test check clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV)/bin/vlmdpo data check src/vlmdpo/samples/mixed/prefs.jsonl
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
