@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(VENV)/bin/vlmdpo data check src/vlmdpo/samples/mixed/prefs.jsonl
+	$(VENV)/bin/vlmdpo data check src/vlmdpo/samples/trl/prefs.jsonl
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
