@@ -139,7 +139,8 @@ def _file_source(path: Path, label: str, rel_name: str, info: tuple[Mapping, str
 
 
 def _loads(line: bytes) -> Any:
-    return json.loads(line)
+    # Without the trailing newline, an unclosed object is reported at its real column, not "line 2 column 1".
+    return json.loads(line.rstrip())
 
 
 def _jsonl_rows(path: Path, label: str) -> Iterator[tuple[int, Any]]:
