@@ -116,9 +116,194 @@ def _run_data_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------ chat / compare / export
+def _add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
+                   help=f"answer length limit (default {max_new_tokens})")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold when sampling (default 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--allow-remote-images", action="store_true", help="let --image be an http(s) URL")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights dtype (auto: as saved on GPU, float32 on CPU)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+def _generation_settings(args: argparse.Namespace):
+    from vlmdpo.infer import GenerationSettings
+
+    if args.max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise UsageError("--temperature must be >= 0 and --top-p in (0, 1]")
+    return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                              seed=args.seed)
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="talk to a model: base, LoRA adapter folder or merged export",
+                       description="One-shot with --prompt (or a prompt piped on stdin); otherwise an interactive "
+                       "session: /image PATH attaches an image to your next message, /reset, /quit.")
+    p.add_argument("--model", required=True, metavar="DIR_OR_NAME",
+                   help="training output_dir, adapter or model folder, tiny:<family>, builtin:nano-smolvlm")
+    p.add_argument("--base", metavar="DIR_OR_NAME", help="base model of an adapter that does not record it")
+    p.add_argument("--image", action="append", default=[], metavar="PATH", help="image for the first message (repeatable)")
+    p.add_argument("--prompt", metavar="TEXT", help="ask once and exit")
+    p.add_argument("--system", metavar="TEXT", help="system message")
+    _add_generation_options(p)
+    p.set_defaults(func=_run_chat)
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    from vlmdpo.chat import run_chat
+
+    run_chat(args.model, images=args.image, prompt=args.prompt, base=args.base, system=args.system,
+             settings=_generation_settings(args), allow_remote_images=args.allow_remote_images, dtype=args.dtype,
+             device=args.device)
+    return EXIT_OK
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="base vs tuned answers side by side (HTML page + table)")
+    p.add_argument("--base", required=True, metavar="M1", help="the reference model (usually the base)")
+    p.add_argument("--tuned", required=True, metavar="M2", help="the tuned model (adapter folder, export ...)")
+    p.add_argument("--data", metavar="FILE", help="preference data: prompts, images, chosen/rejected")
+    p.add_argument("--image", action="append", default=[], metavar="PATH", help="image for --prompt (repeatable)")
+    p.add_argument("--prompt", metavar="TEXT", help="one prompt instead of --data")
+    p.add_argument("-o", "--output", default="compare.html", metavar="OUT.html", help="HTML page (default compare.html)")
+    p.add_argument("--limit", type=int, default=8, metavar="N", help="rows of --data to compare (default 8)")
+    p.add_argument("--beta", type=float, help="implicit reward scale (default: the tuned run's beta, else 0.1)")
+    p.add_argument("--format", default="auto", help="data format (default auto)")
+    p.add_argument("--image-root", metavar="DIR", help="resolve relative image paths against DIR")
+    _add_generation_options(p, max_new_tokens=128)
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from vlmdpo.compare import run_compare
+
+    if (args.data is None) == (args.prompt is None):
+        raise UsageError("pass either --data FILE or --prompt TEXT (with --image PATH)")
+    if args.data is not None and args.image:
+        raise UsageError("--image goes with --prompt; --data rows bring their own images")
+    run_compare(args.base, args.tuned, data=args.data, image=args.image, prompt=args.prompt, out=args.output,
+                limit=args.limit, settings=_generation_settings(args), beta=args.beta,
+                allow_remote_images=args.allow_remote_images, format=args.format, image_root=args.image_root,
+                dtype=args.dtype, device=args.device)
+    return EXIT_OK
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="merge LoRA into the base; save a plain Hugging Face model folder")
+    p.add_argument("--model", required=True, metavar="DIR", help="training output_dir or adapter folder")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder to write (must be new or empty)")
+    p.add_argument("--base", metavar="DIR_OR_NAME", help="base model of an adapter that does not record it")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="saved weights dtype (auto: the training dtype, else the base's)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from vlmdpo.export import export_model
+
+    result = export_model(args.model, args.output, base=args.base, dtype=args.dtype, force=args.force)
+    what = "merged LoRA into the base" if result.merged else "saved the full model"
+    print(f"{what}; wrote {result.path} ({result.dtype})")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------ demo-data / eval (quickstart)
+def _add_demo_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo-data", help="write the synthetic shapes dataset (train/val/test, TRL format, PNGs)",
+                       description="Seeded synthetic preference pairs: shapes with colours, counts and positions; "
+                       "each question has a correct chosen answer and a hallucinated rejected one.")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (train/val/test.jsonl, images/)")
+    p.add_argument("--train", type=int, default=800, metavar="N", help="training pairs (default 800)")
+    p.add_argument("--val", type=int, default=64, metavar="N", help="validation pairs (default 64)")
+    p.add_argument("--test", type=int, default=96, metavar="N", help="test pairs (default 96)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--image-size", type=int, default=96, metavar="PX", help="image side in pixels (default 96)")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other settings")
+    p.set_defaults(func=_run_demo_data)
+
+
+def _run_demo_data(args: argparse.Namespace) -> int:
+    from vlmdpo.demo_data import make_demo_data
+
+    ds = make_demo_data(args.output, n_train=args.train, n_val=args.val, n_test=args.test, seed=args.seed,
+                        image_size=args.image_size, overwrite=args.overwrite, progress=_progress())
+    verb = "reused" if ds.reused else "wrote"
+    print(f"{verb} {', '.join(f'{s} {n}' for s, n in ds.counts.items())} pairs in {ds.root} "
+          f"({', '.join(str(f) for f in ds.files.values())})")
+    return EXIT_OK
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="base vs tuned on held-out pairs: reward accuracy, grounded answers, report.html",
+                       description="Scores the base model and the tuned model (the config's output_dir, or --model) "
+                       "on held-out pairs (test_dataset, or --dataset) and writes eval.json, answers.jsonl and "
+                       "report.html with plots.")
+    p.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="the training config (default: the one saved "
+                   "beside --model)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, as for train")
+    p.add_argument("--model", metavar="DIR", help="tuned model folder (default: the config's output_dir)")
+    p.add_argument("--base", metavar="DIR_OR_NAME", help="base model (default: the config's model_name_or_path)")
+    p.add_argument("--dataset", metavar="PATH", help="held-out pairs (default: test_dataset, else eval_dataset)")
+    p.add_argument("-o", "--output", metavar="DIR", help="where to write the report (default: <model>/eval)")
+    p.add_argument("--no-generate", action="store_true", help="skip generated answers (log-prob metrics only)")
+    p.add_argument("--max-new-tokens", type=int, default=24, metavar="N", help="answer length limit (default 24)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="pairs per forward (default 16)")
+    p.add_argument("--examples", type=int, default=12, metavar="N", help="test images in the report grid (default 12)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from vlmdpo.eval.run import format_summary, run_eval
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        config, overrides = None, [config, *overrides]  # `vlmdpo eval --model DIR beta=0.2`
+    if args.max_new_tokens < 1 or args.batch_size < 1:
+        raise UsageError("--max-new-tokens and --batch-size must be at least 1")
+    result = run_eval(config, overrides=overrides, model=args.model, base=args.base, dataset=args.dataset,
+                      output=args.output, generate=not args.no_generate, max_new_tokens=args.max_new_tokens,
+                      batch_size=args.batch_size, n_examples=args.examples, device=args.device,
+                      progress=_progress())
+    print(format_summary(result.summary))
+    print(f"report: {result.report_path}")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------- other commands
 # train / eval / demo-data / chat / compare / export register here, one `_add_<name>` each.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_data]
+# ------------------------------------------------------------------------------------------ train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="DPO-family training from a YAML config (key=value overrides)",
+                       description="Train with the settings in CONFIG; each key=value overrides one key "
+                       "(values are YAML: beta=0.2, loss_type=[sigmoid,sft]). Multi-GPU: "
+                       "accelerate launch -m vlmdpo train CONFIG.")
+    p.add_argument("config", metavar="CONFIG", help="YAML config file (see examples/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from vlmdpo.api import train
+    from vlmdpo.config import parse_overrides
+    from vlmdpo.train.step import TrainingError
+
+    try:
+        result = train(args.config, **parse_overrides(args.overrides))
+    except TrainingError as e:  # the run stopped (e.g. NaN loss); the message says where and what to try
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"done: {result.global_step} steps; model, metrics.jsonl and training_curves.png in {result.output_dir}")
+    return EXIT_OK
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_data, _add_train, _add_chat, _add_compare, _add_export, _add_demo_data, _add_eval]
 
 
 # ------------------------------------------------------------------------------------------- main

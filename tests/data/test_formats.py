@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import IMG, VID, assistant, make_image, png_bytes, system, text, user, write_json, write_jsonl
+from data_helpers import IMG, VID, assistant, make_image, png_bytes, system, text, user, write_json, write_jsonl
 from vlmdpo.data.load import DataError, load_preferences
 
 

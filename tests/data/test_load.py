@@ -7,7 +7,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import IMG, make_image, png_bytes, text, trl_row, user, write_json, write_jsonl
+from data_helpers import IMG, make_image, png_bytes, text, trl_row, user, write_json, write_jsonl
 from vlmdpo.data.load import DataError, LoadResult, iter_preferences, load_preferences
 from vlmdpo.types import PreferenceRecord, RowError
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import make_image, trl_row, write_jsonl
+from data_helpers import make_image, trl_row, write_jsonl
 from vlmdpo.data.load import DataError, load_preferences
 from vlmdpo.data.validate import ImageChecker, format_errors, validate_record
 from vlmdpo.types import ImageRef, PreferenceRecord, RowError, RowSource

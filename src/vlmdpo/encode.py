@@ -1,0 +1,261 @@
+"""PreferenceRecord -> EncodedPair: the model's own chat template, its processor, truncation.
+
+The prompt is rendered with the generation prompt; prompt+chosen and prompt+rejected are
+rendered as finished conversations, and the completion is what follows the prompt. Images go
+through the processor once per pair, with the prompt text only (completions never hold images),
+so the image tokens are expanded exactly as the model expects. Truncation only ever shortens
+completions: a prompt (and so an image's tokens) is never cut.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from vlmdpo.model.families import FamilyAdapter, adapter_for
+from vlmdpo.types import EncodedPair, ImageRef, Message, PreferenceRecord
+
+log = logging.getLogger(__name__)
+
+Truncation = Literal["completions", "drop"]
+
+
+class EncodeError(ValueError):
+    """A pair that cannot be trained on as given: what, which pair, and how to fix it."""
+
+    def __init__(self, kind: str, message: str, fix: str = "", *, record: PreferenceRecord | None = None):
+        self.kind, self.message, self.fix = kind, message, fix
+        self.record_id = record.id if record is not None else None
+        self.where = str(record.source) if record is not None and record.source is not None else None
+        head = f"{self.where} (id {self.record_id})" if self.where else f"pair {self.record_id!r}"
+        text = f"{head}: {message}" if self.record_id is not None or self.where else message
+        super().__init__(f"{text} -> {fix}" if fix else text)
+
+    def __reduce__(self):  # survives DataLoader worker processes (keyword-only init)
+        return _rebuild_error, (self.kind, self.message, self.fix, self.record_id, self.where, str(self))
+
+
+def _rebuild_error(kind, message, fix, record_id, where, text):
+    err = EncodeError.__new__(EncodeError)
+    ValueError.__init__(err, text)
+    err.kind, err.message, err.fix, err.record_id, err.where = kind, message, fix, record_id, where
+    return err
+
+
+def encode_pair(
+    record: PreferenceRecord,
+    processor: Any,
+    family: FamilyAdapter | str,
+    *,
+    max_length: int | None,
+    truncation: Truncation = "completions",
+    image_max_pixels: int | None = None,
+    image_min_pixels: int | None = None,
+    allow_remote_images: bool = False,
+) -> EncodedPair:
+    adapter = adapter_for(family)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    _check_record(record, adapter)
+
+    prompt, chosen, rejected = (_for_template(m, adapter) for m in (record.prompt, record.chosen, record.rejected))
+    prompt_text, chosen_text, rejected_text = _render(processor, prompt, chosen, rejected, record)
+    prompt_text, chosen_ids, rejected_ids = _split(tokenizer, prompt_text, chosen_text, rejected_text)
+    if not chosen_ids or not rejected_ids:
+        raise EncodeError("empty_completion", "the chat template left no completion tokens for chosen or rejected",
+                          "check that fields 'chosen' and 'rejected' hold assistant text", record=record)
+    chosen_ids = _with_end_of_turn(chosen_ids, tokenizer)
+    rejected_ids = _with_end_of_turn(rejected_ids, tokenizer)
+
+    load = dict(max_pixels=image_max_pixels, min_pixels=image_min_pixels, allow_remote=allow_remote_images)
+    prompt_ids, vision = _encode_prompt(processor, tokenizer, adapter, prompt_text, record.images, record, load)
+    rejected_prompt_ids = rejected_vision = None
+    if record.rejected_images:  # image-contrast pair: the rejected row sees other images
+        rejected_prompt_ids, rejected_vision = _encode_prompt(
+            processor, tokenizer, adapter, prompt_text, record.rejected_images, record, load, field="rejected_images"
+        )
+    pair = EncodedPair(id=record.id, prompt_ids=prompt_ids, chosen_ids=chosen_ids, rejected_ids=rejected_ids,
+                       vision=vision, rejected_prompt_ids=rejected_prompt_ids, rejected_vision=rejected_vision)
+    return _truncate(pair, max_length, truncation, record)
+
+
+# ------------------------------------------------------------------------------ checks
+def _image_parts(messages: list[Message], kind: str = "image") -> int:
+    return sum(1 for m in messages for part in _parts(m) if part.get("type") == kind)
+
+
+def _parts(message: Message) -> list[dict]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return list(content or [])
+
+
+def _check_record(record: PreferenceRecord, adapter: FamilyAdapter) -> None:
+    n_parts = _image_parts(record.prompt)
+    if record.videos or _image_parts(record.prompt, "video"):
+        raise EncodeError("video", "video inputs are not supported for training yet",
+                          "remove the video from this pair or skip it (on_invalid: skip)", record=record)
+    if n_parts != len(record.images):
+        raise EncodeError("image_count", f"the prompt has {n_parts} image placeholder(s) but {len(record.images)} "
+                          "image(s) are given", "make the number of <image> placeholders match the images list",
+                          record=record)
+    if record.rejected_images is not None and len(record.rejected_images) != n_parts:
+        raise EncodeError("image_count", f"rejected_images has {len(record.rejected_images)} image(s) but the prompt "
+                          f"has {n_parts} placeholder(s)", "give one rejected image per placeholder", record=record)
+    if _image_parts(record.chosen) or _image_parts(record.rejected):
+        raise EncodeError("image_in_answer", "an image placeholder appears in chosen/rejected",
+                          "images belong in the prompt (user turns) only", record=record)
+    if n_parts and not adapter.is_vlm:
+        raise EncodeError("images_on_text_model", f"this pair has {n_parts} image(s) but the model is text-only",
+                          "use a vision-language model, or drop image pairs (on_invalid: skip)", record=record)
+    if n_parts > 1 and not adapter.supports_multi_image:
+        raise EncodeError("multi_image", f"{adapter.name} models take one image per prompt, this pair has {n_parts}",
+                          "keep one image per pair for this model", record=record)
+    if not record.chosen or not record.rejected:
+        raise EncodeError("empty_completion", "chosen or rejected has no assistant message",
+                          "give both a chosen and a rejected answer", record=record)
+
+
+def _for_template(messages: list[Message], adapter: FamilyAdapter) -> list[Message]:
+    """Text-only chat templates expect string content; VLM templates expect a list of parts."""
+    if adapter.is_vlm:
+        return [{"role": m["role"], "content": _parts(m)} for m in messages]
+    # Parts were split only around placeholders, so joining them restores the original text.
+    return [{"role": m["role"], "content": "".join(p.get("text") or "" for p in _parts(m))} for m in messages]
+
+
+# ------------------------------------------------------------------------------ template
+def _render(processor, prompt, chosen, rejected, record) -> tuple[str, str, str]:
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if getattr(processor, "chat_template", None) is None:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise EncodeError("no_chat_template", "the model has no chat template to render conversations with",
+                              "use a chat / instruct checkpoint, or set processor.chat_template", record=record)
+        processor = tokenizer  # some VLM repos keep the template on the tokenizer only
+
+    def render(messages, **kw) -> str:
+        try:
+            out = processor.apply_chat_template(messages, tokenize=False, **kw)
+        except Exception as e:  # jinja raise_exception() in templates: roles, system turns, ...
+            raise EncodeError("chat_template", f"the model's chat template rejected this conversation: {e}",
+                              "check roles (alternating user/assistant, system first) for this model",
+                              record=record) from None
+        return out if isinstance(out, str) else out[0]
+
+    last = prompt[-1]["role"] if prompt else "user"
+    gen = dict(add_generation_prompt=True) if last != "assistant" else dict(continue_final_message=True)
+    return render(prompt, **gen), render(prompt + chosen), render(prompt + rejected)
+
+
+def _tok(tokenizer, text: str) -> list[int]:
+    # The template already wrote every special token (BOS included) into the text.
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _split(tokenizer, prompt_text: str, chosen_text: str, rejected_text: str) -> tuple[str, list[int], list[int]]:
+    """(prompt text, chosen completion ids, rejected completion ids)."""
+    p, c, r = _tok(tokenizer, prompt_text), _tok(tokenizer, chosen_text), _tok(tokenizer, rejected_text)
+    if c[: len(p)] == p and r[: len(p)] == p:
+        # the usual case: the prompt is a token prefix of both full conversations
+        return prompt_text, c[len(p):], r[len(p):]
+    if chosen_text.startswith(prompt_text) and rejected_text.startswith(prompt_text):
+        # BPE merged tokens across the prompt/answer boundary: keep the prompt tokens the model
+        # sees at inference and tokenize each answer on its own.
+        return (prompt_text, _tok(tokenizer, chosen_text[len(prompt_text):]),
+                _tok(tokenizer, rejected_text[len(prompt_text):]))
+    # The template renders the generation prompt differently from a finished turn (e.g. it
+    # inserts thinking tags only in one of them). Like TRL, the prompt becomes the longest common
+    # text prefix; each answer is tokenized on its own.
+    common = _common_prefix(_common_prefix(prompt_text, chosen_text), rejected_text)
+    log.warning("chat template renders the prompt differently with add_generation_prompt; training on the "
+                "common prefix %r as the prompt end", prompt_text[max(0, len(common) - 20):len(common)])
+    return common, _tok(tokenizer, chosen_text[len(common):]), _tok(tokenizer, rejected_text[len(common):])
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def _special_ids(tokenizer) -> set[int]:
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, tok in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items():
+        if getattr(tok, "special", False):
+            ids.add(int(i))
+    return ids
+
+
+def _with_end_of_turn(ids: list[int], tokenizer) -> list[int]:
+    """Append EOS when the template closes the assistant turn with no special token (LLaVA-1.5
+    renders "ASSISTANT: answer "): otherwise the model is never taught to stop."""
+    eos = tokenizer.eos_token_id
+    if not ids or eos is None:
+        return ids
+    k = len(ids)
+    while k > 0 and tokenizer.decode(ids[k - 1 : k]).strip() == "":
+        k -= 1
+    if k > 0 and ids[k - 1] in _special_ids(tokenizer):
+        return ids
+    return ids + [eos]
+
+
+# ------------------------------------------------------------------------------ prompt + images
+def _load(ref: ImageRef, load: dict):
+    try:
+        from vlmdpo.data.images import load_image
+    except ImportError:  # data layer absent: plain PIL for the two in-memory cases
+        from PIL import Image
+
+        im = ref.pil if ref.pil is not None else Image.open(ref.path)
+        return im.convert("RGB")  # (no resizing, no remote fetch in this fallback)
+    return load_image(ref, **load)
+
+
+def _encode_prompt(processor, tokenizer, adapter, prompt_text, images, record, load, field="images"):
+    if not images:
+        return _tok(tokenizer, prompt_text), {}
+    try:
+        pil = [_load(ref, load) for ref in images]
+    except ValueError as e:
+        raise EncodeError("image", str(e), f"fix or remove the image in field '{field}'", record=record) from None
+    try:
+        out = processor(text=[prompt_text], images=[pil], return_tensors="pt", add_special_tokens=False)
+    except Exception as e:
+        raise EncodeError("processor", f"the {adapter.name} processor failed on this pair's images: {e}",
+                          f"check the images in field '{field}' (size, count)", record=record) from None
+    return out["input_ids"][0].tolist(), adapter.select_vision(out)
+
+
+# ------------------------------------------------------------------------------ truncation
+def _truncate(pair: EncodedPair, max_length: int | None, truncation: Truncation, record) -> EncodedPair:
+    if truncation not in ("completions", "drop"):
+        raise ValueError(f"truncation must be 'completions' or 'drop', got {truncation!r}")
+    p_len = len(pair.prompt_ids)
+    r_len = len(pair.rejected_prompt_ids) if pair.rejected_prompt_ids is not None else p_len
+    need = max(p_len + len(pair.chosen_ids), r_len + len(pair.rejected_ids))
+    if max_length is None or need <= max_length:
+        return _check_differs(pair, record, max_length)
+    if truncation == "drop":
+        raise EncodeError("too_long", f"prompt ({p_len} tokens incl. image tokens) + longest answer needs {need} "
+                          f"tokens, over max_length={max_length}",
+                          "raise max_length, lower image_max_pixels, or use truncation: completions", record=record)
+    if max(p_len, r_len) >= max_length:
+        raise EncodeError("prompt_too_long", f"the prompt alone is {max(p_len, r_len)} tokens (incl. image tokens), "
+                          f"max_length={max_length} leaves no room for an answer",
+                          "raise max_length or lower image_max_pixels", record=record)
+    pair.chosen_ids = pair.chosen_ids[: max_length - p_len]
+    pair.rejected_ids = pair.rejected_ids[: max_length - r_len]
+    pair.truncated = True
+    return _check_differs(pair, record, max_length)
+
+
+def _check_differs(pair: EncodedPair, record, max_length) -> EncodedPair:
+    same_prompt = pair.rejected_prompt_ids is None or pair.rejected_prompt_ids == pair.prompt_ids
+    if same_prompt and pair.rejected_vision is None and pair.chosen_ids == pair.rejected_ids:
+        why = f" after truncation to max_length={max_length}" if pair.truncated else ""
+        raise EncodeError("identical", f"chosen and rejected are the same tokens{why}: the pair carries no signal",
+                          "raise max_length so the answers differ, or remove the pair", record=record)
+    return pair

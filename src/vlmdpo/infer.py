@@ -1,0 +1,371 @@
+"""Load a trained (or untouched) model for inference and generate from it.
+
+A `--model` value may be:
+- a LoRA adapter folder (adapter_config.json): its base comes from the adapter config's
+  `base_model_name_or_path`, else from the `vlmdpo_config.yaml` the training run wrote beside it;
+- a full or merged model folder (config.json), loaded with plain transformers;
+- `tiny:<family>` / `builtin:<name>`, built by the model layer;
+- a hub name (only where the hub is reachable).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import TextStreamer
+
+TRAIN_CONFIG_FILE = "vlmdpo_config.yaml"
+
+
+class ModelDirError(ValueError):
+    """A --model value that cannot be loaded; the message says what was expected and how to fix it."""
+
+    def __init__(self, message: str, fix: str = ""):
+        self.message, self.fix = message, fix
+        super().__init__(f"{message}\n  fix: {fix}" if fix else message)
+
+
+@dataclass
+class InferenceModel:
+    model: Any  # a transformers model or a peft PeftModel, in eval mode
+    processor: Any  # a ProcessorMixin for VLMs, a tokenizer for text-only models
+    kind: str  # "adapter" | "full" | "named" | "hub"
+    name: str  # what the user passed
+    base_name: str | None = None  # for adapters: the base they sit on
+    model_dir: Path | None = None
+    train_config: dict[str, Any] = field(default_factory=dict)  # vlmdpo_config.yaml, when found
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def is_vlm(self) -> bool:
+        return getattr(self.processor, "image_processor", None) is not None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def base_model(self):
+        """The underlying transformers model (unwrapping peft)."""
+        get = getattr(self.model, "get_base_model", None)
+        return get() if get is not None else self.model
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def read_train_config(model_dir: Path) -> dict[str, Any]:
+    """The training run's config, from the folder or its parent (checkpoint-N sits inside output_dir)."""
+    import yaml
+
+    for folder in (model_dir, model_dir.parent):
+        path = folder / TRAIN_CONFIG_FILE
+        if path.is_file():
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError:
+                return {}
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _model_like_subfolders(folder: Path) -> list[str]:
+    found = []
+    for sub in sorted(folder.iterdir()):
+        if sub.is_dir() and ((sub / "adapter_config.json").is_file() or (sub / "config.json").is_file()):
+            found.append(sub.name)
+    return found
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> Any:
+    """`auto` keeps the saved dtype on an accelerator; on CPU half precision is slow, so it means float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return "auto" if device != "cpu" else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ModelDirError(f"unknown dtype {dtype!r}", "use one of auto, float32, bfloat16, float16") from None
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _build_named(name: str) -> tuple[Any, Any]:
+    """`tiny:<family>` and `builtin:<name>` belong to the model layer; we only dispatch."""
+    import copy
+
+    prefix, _, rest = name.partition(":")
+    if prefix == "tiny":
+        from vlmdpo.model.tiny import FAMILIES, build_tiny
+
+        if rest not in FAMILIES:
+            raise ModelDirError(f"unknown tiny model family {rest!r}", f"use one of: tiny:{', tiny:'.join(FAMILIES)}")
+        model, processor = build_tiny(rest)
+        return model, copy.deepcopy(processor)  # build_tiny hands out one cached processor to every caller
+    if prefix == "builtin":
+        from vlmdpo.model import builtin
+
+        if rest != "nano-smolvlm":
+            raise ModelDirError(f"unknown built-in model {name!r}", "use builtin:nano-smolvlm")
+        try:
+            return builtin.build_nano_smolvlm()
+        except builtin.BuiltinModelError as exc:  # a RuntimeError there; here it is bad input with a fix
+            raise ModelDirError(exc.message, exc.fix) from None
+    raise ModelDirError(f"unknown model name {name!r}")
+
+
+def _looks_like_path(text: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else that does not exist is a mistyped path."""
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def _load_plain(source: str, *, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    """A full model folder or hub name: ImageTextToText when the config is a VLM, else CausalLM."""
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
+                              AutoTokenizer)
+
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    is_vlm = type(config) in AutoModelForImageTextToText._model_mapping
+    auto = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+    model = auto.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+    if is_vlm:
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    else:
+        processor = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    return model, processor
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _load_folder(path: Path, *, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    try:
+        return _load_plain(str(path), dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelDirError(
+            f"{path}: cannot load the model in this folder ({_first_line(exc)})",
+            "check it was written by save_pretrained / vlmdpo (config.json, weights, tokenizer files)") from None
+
+
+def _load_processor_from(folder: Path, fallback: Any) -> Any:
+    """Training saves the processor next to the adapter (chat template included); prefer that copy."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    if not (folder / "tokenizer_config.json").is_file():
+        return fallback
+    if getattr(fallback, "image_processor", None) is not None:
+        return AutoProcessor.from_pretrained(str(folder))
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def _load_base(name: str, *, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any, str]:
+    if name.startswith(("tiny:", "builtin:")):
+        model, processor = _build_named(name)
+        return model.to(dtype) if isinstance(dtype, torch.dtype) else model, processor, "named"
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelDirError(
+                f"{path}: not a model folder (no config.json)",
+                "point --model at a folder written by save_pretrained, a training output_dir, or an exported model",
+            )
+        model, processor = _load_folder(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        return model, processor, "full"
+    if _looks_like_path(name):
+        raise ModelDirError(f"{name}: no such model folder", "check the path (a training output_dir or an export)")
+    try:
+        model, processor = _load_plain(name, dtype=dtype, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - offline hub failures arrive as many exception types
+        raise ModelDirError(
+            f"{name}: no such folder, and loading it as a hub model failed ({_first_line(exc)})",
+            "check the path; hub names need network access (or a local copy in the HF cache)",
+        ) from None
+    return model, processor, "hub"
+
+
+def load_for_inference(
+    name: str | Path,
+    *,
+    base: str | None = None,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> InferenceModel:
+    """Load a base model, a LoRA adapter folder (with its base) or a merged model, ready to generate.
+
+    `base` overrides the base model of an adapter (needed when the adapter does not record it).
+    """
+    device = device or default_device()
+    torch_dtype = _resolve_dtype(dtype, device)
+    text = str(name)
+    path = Path(text).expanduser()
+    if text.startswith(("tiny:", "builtin:")) or not path.exists():
+        model, processor, kind = _load_base(text, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        return _finish(InferenceModel(model, processor, kind, text), device)
+    if not path.is_dir():
+        raise ModelDirError(f"{path}: is a file, not a model folder", "pass the folder that holds the model files")
+    train_config = read_train_config(path)
+    adapter_cfg = path / "adapter_config.json"
+    if adapter_cfg.is_file():
+        try:
+            recorded = json.loads(adapter_cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        except json.JSONDecodeError as exc:
+            raise ModelDirError(f"{adapter_cfg}: invalid JSON ({exc})", "re-save the adapter") from None
+        base_name = base or recorded or train_config.get("model_name_or_path")
+        if not base_name:
+            raise ModelDirError(
+                f"{path}: LoRA adapter without a recorded base model (adapter_config.json has no "
+                f"base_model_name_or_path and there is no {TRAIN_CONFIG_FILE})",
+                "pass the base model explicitly (--base NAME_OR_DIR)",
+            )
+        if Path(str(base_name)).expanduser().resolve() == path.resolve():
+            raise ModelDirError(f"{path}: the adapter names itself as its base", "pass --base with the real base model")
+        source = "--base" if base else ("adapter_config.json" if recorded else TRAIN_CONFIG_FILE)
+        try:
+            base_model, base_processor, _ = _load_base(str(base_name), dtype=torch_dtype,
+                                                       trust_remote_code=trust_remote_code)
+        except ModelDirError as exc:
+            raise ModelDirError(f"base model of the adapter in {path} (from {source}): {exc.message}",
+                                exc.fix or "pass the base model explicitly (--base NAME_OR_DIR)") from None
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(base_model, str(path))
+        except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch, unknown target modules, ...
+            raise ModelDirError(
+                f"{path}: the adapter does not fit its base {base_name} (from {source}): {_first_line(exc)}",
+                "pass --base with the model the adapter was trained on") from None
+        processor = _load_processor_from(path, base_processor)
+        im = InferenceModel(model, processor, "adapter", text, str(base_name), path, train_config)
+        return _finish(im, device)
+    if (path / "config.json").is_file():
+        model, processor = _load_folder(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        return _finish(InferenceModel(model, processor, "full", text, None, path, train_config), device)
+    inside = _model_like_subfolders(path)
+    hint = f"this folder holds model subfolders: {', '.join(inside)}; pass one of them" if inside else (
+        "pass a training output_dir (with adapter_config.json or config.json) or an exported model folder")
+    raise ModelDirError(f"{path}: not a model folder (no adapter_config.json or config.json)", hint)
+
+
+def _finish(im: InferenceModel, device: str) -> InferenceModel:
+    im.model.to(device)
+    im.model.eval()
+    return im
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def as_text_messages(messages: list[dict]) -> list[dict]:
+    """Text-only tokenizers' templates expect string content; VLM templates take the part lists."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            content = "".join(p.get("text") or "" for p in content if p.get("type") == "text")
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def prepare_inputs(im: InferenceModel, messages: list[dict], images: list[Any]) -> dict[str, Any]:
+    """Tensors for generate(): the model's own chat template with the generation prompt appended."""
+    n_parts = sum(1 for m in messages if isinstance(m["content"], list) for p in m["content"] if p.get("type") == "image")
+    if n_parts != len(images):
+        raise ValueError(f"the conversation has {n_parts} image placeholders but {len(images)} images")
+    if not im.is_vlm:
+        if images:
+            raise ValueError(f"{im.name} is a text-only model; it cannot take images (drop --image)")
+        tok = im.tokenizer
+        text = tok.apply_chat_template(as_text_messages(messages), add_generation_prompt=True, tokenize=False)
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+    else:
+        text = im.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = [list(images)]
+        enc = im.processor(**kwargs)
+    return {k: (v.to(im.device) if isinstance(v, torch.Tensor) else v) for k, v in dict(enc).items()}
+
+
+class CallbackStreamer(TextStreamer):
+    """TextStreamer's word-boundary logic, but the text goes to a callback instead of print()."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        if text:
+            self._on_text(text)
+
+
+def stop_token_ids(im: InferenceModel) -> list[int]:
+    """eos ids from the generation config plus the tokenizer's eos (often the end-of-turn token)."""
+    ids: list[int] = []
+    cfg_eos = getattr(getattr(im.model, "generation_config", None), "eos_token_id", None)
+    for value in ([cfg_eos] if isinstance(cfg_eos, int) else list(cfg_eos or [])) + [im.tokenizer.eos_token_id]:
+        if isinstance(value, int) and value not in ids:
+            ids.append(value)
+    return ids
+
+
+def generate_ids(im: InferenceModel, inputs: dict[str, Any], settings: GenerationSettings,
+                 on_text: Callable[[str], None] | None = None) -> list[int]:
+    """New token ids only (prompt stripped); greedy when temperature is 0, seeded otherwise."""
+    torch.manual_seed(settings.seed)
+    tok = im.tokenizer
+    stops = stop_token_ids(im)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "eos_token_id": stops or None,
+        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else (stops[0] if stops else None),
+    }
+    if settings.temperature > 0:
+        # top_k off: only temperature and top_p are exposed, and a hidden top-k of 50 would change their meaning
+        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if on_text is not None:
+        kwargs["streamer"] = CallbackStreamer(tok, on_text)
+    with torch.no_grad():
+        out = im.model.generate(**inputs, **kwargs)
+    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    # the stop token ends the turn; it is not part of the answer
+    while new and new[-1] in stops:
+        new.pop()
+    return new
+
+
+def generate(im: InferenceModel, messages: list[dict], images: list[Any], settings: GenerationSettings,
+             on_text: Callable[[str], None] | None = None) -> str:
+    """Generate the assistant's reply to `messages` (normalized parts; images in placeholder order)."""
+    inputs = prepare_inputs(im, messages, images)
+    ids = generate_ids(im, inputs, settings, on_text)
+    return im.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def user_message(text: str, n_images: int) -> dict:
+    """A user turn with its images first, then the text (what chat templates expect)."""
+    parts: list[dict] = [{"type": "image"} for _ in range(n_images)]
+    if text:
+        parts.append({"type": "text", "text": text})
+    return {"role": "user", "content": parts}

@@ -1,0 +1,194 @@
+"""One small adapter per model family: every family quirk lives here and nowhere else.
+
+An adapter knows which processor outputs are vision inputs and how to stack them across the
+rows of a batch, which per-token type ids the model needs (Qwen's M-RoPE `mm_token_type_ids`,
+Gemma 3's `token_type_ids` for bidirectional attention over image tokens), and where the vision
+tower, projector and language model sit (for freezing and LoRA targeting).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+# How one vision key is stacked across rows:
+#   "cat"  - concatenate along dim 0 (flat patch lists, per-image tensors, grid sizes)
+#   "pad1" - pad dim 1 with zeros to the batch maximum, then concatenate (Idefics3 tiles per
+#            sample, LLaVA-NeXT patches per image); the model drops all-zero padding entries.
+Stacking = Literal["cat", "pad1"]
+
+
+@dataclass(frozen=True)
+class FamilyAdapter:
+    name: str
+    model_types: tuple[str, ...]
+    is_vlm: bool
+    vision_keys: dict[str, Stacking] = field(default_factory=dict)
+    # per-token type ids the forward needs: key name and the value written at image / video tokens
+    token_type_key: str | None = None
+    video_type: int = 2
+    # module paths from the top-level model (…ForConditionalGeneration / …ForCausalLM)
+    vision_tower: tuple[str, ...] = ()
+    projector: tuple[str, ...] = ()
+    language_model: tuple[str, ...] = ()
+    # "mrope": 3-D rotary positions computed by the model from image grids (matters for
+    # packed / shared-prefix layouts; the plain layout lets the model derive them)
+    rope: Literal["1d", "mrope"] = "1d"
+    supports_multi_image: bool = True
+    # filled in by `adapter_for(model or config)`; an adapter looked up by name has none
+    image_token: int | None = None
+    video_token: int | None = None
+
+    # ---------------------------------------------------------------- ids
+    def image_token_id(self, config=None) -> int | None:
+        if config is None:
+            return self.image_token
+        for attr in ("image_token_id", "image_token_index"):
+            value = getattr(config, attr, None)
+            if value is not None:
+                return int(value)
+        return None
+
+    def video_token_id(self, config=None) -> int | None:
+        if config is None:
+            return self.video_token
+        value = getattr(config, "video_token_id", None)
+        return None if value is None else int(value)
+
+    def bind(self, config) -> "FamilyAdapter":
+        """This adapter with the model's image / video token ids filled in."""
+        return replace(self, image_token=self.image_token_id(config), video_token=self.video_token_id(config))
+
+    # ---------------------------------------------------------------- vision inputs
+    def select_vision(self, processed) -> dict[str, Any]:
+        """The vision tensors among a processor's outputs (text keys are rebuilt by collate)."""
+        return {k: processed[k] for k in self.vision_keys if k in processed and processed[k] is not None}
+
+    def stack_vision(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stack per-row vision dicts (rows without images give {}) into one batch dict."""
+        import torch
+
+        out: dict[str, Any] = {}
+        for key, how in self.vision_keys.items():
+            tensors = [p[key] for p in parts if key in p]
+            if not tensors:
+                continue
+            if how == "pad1":
+                width = max(t.shape[1] for t in tensors)
+                tensors = [_pad_dim1(t, width) for t in tensors]
+            out[key] = torch.cat(tensors, dim=0)
+        return out
+
+    def token_types(self, input_ids, config=None):
+        """Per-token type ids (0 text, 1 image, 2 video) when the family's forward needs them;
+        the same values the processor returns, derived from the ids so collate can rebuild them."""
+        if self.token_type_key is None:
+            return None
+        image = self.image_token_id(config)
+        if image is None:
+            raise ValueError(f"the {self.name} adapter does not know the image token id: get it with "
+                             "adapter_for(model) (or pass the model config)")
+        types = (input_ids == image).long()
+        video = self.video_token_id(config)
+        if video is not None:
+            types = types.masked_fill(input_ids == video, self.video_type)
+        return types
+
+    # ---------------------------------------------------------------- modules
+    def parts(self) -> dict[str, tuple[str, ...]]:
+        return {"vision_tower": self.vision_tower, "projector": self.projector, "language_model": self.language_model}
+
+
+def _pad_dim1(t, width: int):
+    import torch
+
+    if t.shape[1] == width:
+        return t
+    pad = torch.zeros((t.shape[0], width - t.shape[1], *t.shape[2:]), dtype=t.dtype, device=t.device)
+    return torch.cat([t, pad], dim=1)
+
+
+_QWEN_VISION: dict[str, Stacking] = {"pixel_values": "cat", "image_grid_thw": "cat", "pixel_values_videos": "cat",
+                                     "video_grid_thw": "cat", "second_per_grid_ts": "cat"}
+
+ADAPTERS: dict[str, FamilyAdapter] = {
+    a.name: a
+    for a in (
+        FamilyAdapter(
+            name="idefics3", model_types=("idefics3", "smolvlm"), is_vlm=True,
+            vision_keys={"pixel_values": "pad1", "pixel_attention_mask": "pad1"},
+            vision_tower=("model.vision_model",), projector=("model.connector",),
+            language_model=("model.text_model", "lm_head"),
+        ),
+        FamilyAdapter(
+            name="qwen2_vl", model_types=("qwen2_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
+            token_type_key="mm_token_type_ids", rope="mrope",
+            # the patch merger is Qwen's projector; it lives inside the vision module
+            vision_tower=("model.visual",), projector=("model.visual.merger",),
+            language_model=("model.language_model", "lm_head"),
+        ),
+        FamilyAdapter(
+            name="qwen2_5_vl", model_types=("qwen2_5_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
+            token_type_key="mm_token_type_ids", rope="mrope",
+            vision_tower=("model.visual",), projector=("model.visual.merger",),
+            language_model=("model.language_model", "lm_head"),
+        ),
+        FamilyAdapter(
+            name="qwen3_vl", model_types=("qwen3_vl", "qwen3_vl_moe"), is_vlm=True, vision_keys=_QWEN_VISION,
+            token_type_key="mm_token_type_ids", rope="mrope",
+            vision_tower=("model.visual",),
+            projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
+            language_model=("model.language_model", "lm_head"),
+        ),
+        FamilyAdapter(
+            name="llava", model_types=("llava",), is_vlm=True, vision_keys={"pixel_values": "cat"},
+            vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector",),
+            language_model=("model.language_model", "lm_head"),
+        ),
+        FamilyAdapter(
+            name="llava_next", model_types=("llava_next",), is_vlm=True,
+            vision_keys={"pixel_values": "pad1", "image_sizes": "cat"},
+            vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector", "model.image_newline"),
+            language_model=("model.language_model", "lm_head"),
+        ),
+        FamilyAdapter(
+            name="gemma3", model_types=("gemma3",), is_vlm=True, vision_keys={"pixel_values": "cat"},
+            # Gemma 3 lets image tokens attend to each other bidirectionally, marked by token_type_ids
+            token_type_key="token_type_ids",
+            vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector",),
+            language_model=("model.language_model", "lm_head"),
+        ),
+        FamilyAdapter(
+            name="causal_lm", model_types=(), is_vlm=False, language_model=("model", "lm_head"),
+            supports_multi_image=False,
+        ),
+    )
+}
+
+FAMILY_NAMES = tuple(ADAPTERS)
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def adapter_for(model_or_config) -> FamilyAdapter:
+    """The adapter for a family name, a model (PEFT-wrapped or not) or its config."""
+    if isinstance(model_or_config, FamilyAdapter):
+        return model_or_config
+    if isinstance(model_or_config, str):
+        if model_or_config in ADAPTERS:
+            return ADAPTERS[model_or_config]
+        raise UnsupportedModelError(
+            f"unknown model family {model_or_config!r}; supported: {', '.join(FAMILY_NAMES)}"
+        )
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    for adapter in ADAPTERS.values():
+        if model_type in adapter.model_types:
+            return adapter.bind(config)
+    if getattr(config, "vision_config", None) is None:
+        return ADAPTERS["causal_lm"]
+    raise UnsupportedModelError(
+        f"vision-language model type {model_type!r} is not supported yet; supported families: "
+        f"{', '.join(FAMILY_NAMES)}. Open an issue with the model name, or train a text-only model."
+    )

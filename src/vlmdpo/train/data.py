@@ -1,0 +1,144 @@
+"""From records to batches: validation split, the fit check, and a lazily-encoding Dataset.
+
+Encoding (chat template, image loading, processor) happens per item, when the DataLoader asks;
+nothing of it is kept in memory. Before training, one pass checks which pairs fit `max_length`
+so the number of steps is known, every process sees the same pairs, and every dropped pair is
+reported (never silently lost).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from vlmdpo.types import Batch, EncodedPair, PreferenceRecord
+
+Encoder = Callable[[PreferenceRecord], EncodedPair]
+
+
+@dataclass
+class Dropped:
+    id: str
+    source: str  # "file:row" when known
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source or self.id}: {self.kind}: {self.message}"
+
+
+@dataclass
+class StepBatch:
+    """A collated batch plus the dataset positions of its pairs (keys into the reference cache)."""
+
+    batch: Batch
+    indices: list[int]
+
+    @property
+    def num_tokens(self) -> int:
+        mask = self.batch.model_inputs.get("attention_mask")
+        return int(mask.sum()) if mask is not None else 0
+
+
+def split_validation(records: list[PreferenceRecord], val_size: float, seed: int
+                     ) -> tuple[list[PreferenceRecord], list[PreferenceRecord]]:
+    """Seeded random split: val_size < 1 is a fraction (at least one pair), >= 1 a count."""
+    if not val_size:
+        return records, []
+    n = len(records)
+    n_val = int(val_size) if val_size >= 1 else max(1, round(n * val_size))
+    if n_val >= n:
+        raise ValueError(f"val_size={val_size} would leave no training pairs out of {n}; "
+                         "lower val_size or add data")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    val_idx = set(order[:n_val])
+    train = [r for i, r in enumerate(records) if i not in val_idx]
+    val = [r for i, r in enumerate(records) if i in val_idx]
+    return train, val
+
+
+def fit_check(records: Sequence[PreferenceRecord], encode: Encoder, indices: Sequence[int]
+              ) -> tuple[list[int], list[Dropped]]:
+    """Encode each record at `indices`; those that raise EncodeError are dropped with the reason."""
+    from vlmdpo.encode import EncodeError
+
+    kept, dropped = [], []
+    for i in indices:
+        rec = records[i]
+        try:
+            encode(rec)
+        except EncodeError as e:
+            src = str(rec.source) if rec.source is not None else ""
+            dropped.append(Dropped(rec.id, src, getattr(e, "kind", "encode"), _encode_message(e)))
+        else:
+            kept.append(i)
+    return kept, dropped
+
+
+def _encode_message(e: Exception) -> str:
+    msg = getattr(e, "message", None) or str(e)
+    fix = getattr(e, "fix", "")
+    return f"{msg} -> {fix}" if fix and fix not in msg else msg
+
+
+def write_dropped(path: Path, dropped: Sequence[Dropped], split: str) -> None:
+    if not dropped:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for d in dropped:
+            f.write(json.dumps({"split": split, "id": d.id, "source": d.source, "kind": d.kind,
+                                "message": d.message}) + "\n")
+
+
+def summarize_dropped(dropped: Sequence[Dropped], total: int, split: str, limit: int = 5) -> str:
+    lines = [f"{split}: dropped {len(dropped)} of {total} pairs that do not fit (max_length / truncation):"]
+    lines += [f"  {d}" for d in dropped[:limit]]
+    if len(dropped) > limit:
+        lines.append(f"  ... and {len(dropped) - limit} more")
+    return "\n".join(lines)
+
+
+class EncodedPairs(torch.utils.data.Dataset):
+    """records[keep[i]] encoded on access; items are (position, EncodedPair)."""
+
+    def __init__(self, records: Sequence[PreferenceRecord], keep: Sequence[int], encode: Encoder):
+        self.records = records
+        self.keep = list(keep)
+        self.encode = encode
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, i: int) -> tuple[int, EncodedPair]:
+        return i, self.encode(self.records[self.keep[i]])
+
+
+def make_collate(collate_fn: Callable[..., Batch], *, pad_token_id: int, family: Any) -> Callable:
+    def _collate(items: list[tuple[int, EncodedPair]]) -> StepBatch:
+        return StepBatch(collate_fn([p for _, p in items], pad_token_id=pad_token_id, family=family),
+                         [i for i, _ in items])
+
+    return _collate
+
+
+def make_loader(dataset: EncodedPairs, batches: list[list[int]], collate: Callable, num_workers: int):
+    # A dedicated generator keeps the DataLoader from drawing on the global torch RNG, which
+    # would shift dropout masks between an uninterrupted run and a resumed one.
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
+                                       num_workers=num_workers, generator=torch.Generator().manual_seed(0))
+
+
+def to_device(step: StepBatch, device: torch.device) -> StepBatch:
+    def move(v: Any) -> Any:
+        return v.to(device) if isinstance(v, torch.Tensor) else v
+
+    b = step.batch
+    moved = Batch(model_inputs={k: move(v) for k, v in b.model_inputs.items()},
+                  completion_mask=move(b.completion_mask), ids=b.ids, num_pairs=b.num_pairs,
+                  ref_chosen_logps=move(b.ref_chosen_logps), ref_rejected_logps=move(b.ref_rejected_logps))
+    return StepBatch(moved, step.indices)
+

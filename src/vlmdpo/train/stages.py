@@ -1,0 +1,169 @@
+"""The stages around the step loop: data, fit check, reference source, final save."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from vlmdpo.train.data import EncodedPairs, fit_check, split_validation, summarize_dropped, write_dropped
+from vlmdpo.train.refcache import RefCache, cache_key, compute_ref_cache, default_cache_dir
+from vlmdpo.train.schedule import shard
+from vlmdpo.train.step import RefSource, TrainingError
+
+Say = Callable[[str], None]
+
+
+def stderr(msg: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg, file=sys.stderr)  # prints above an active progress bar instead of through it
+
+
+def _source(value: str | list[str]) -> Any:
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def load_records(cfg, out: Path, say: Say, *, is_main: bool) -> tuple[list, list]:
+    """Training and evaluation records: eval_dataset if given, else a seeded val_size split."""
+    from vlmdpo.data.load import load_preferences
+
+    kw = dict(format=cfg.format, image_root=cfg.image_root, allow_remote_images=cfg.allow_remote_images,
+              on_invalid=cfg.on_invalid, check_images=cfg.check_images)
+
+    def rejected_path(name: str) -> Path | None:  # one writer, or processes would interleave lines
+        return out / name if cfg.on_invalid == "skip" and is_main else None
+
+    res = load_preferences(_source(cfg.dataset), rejected_rows_path=rejected_path("rejected_rows.jsonl"), **kw)
+    say(f"train data: {res.summary()} ({', '.join(f'{k}: {v}' for k, v in res.formats.items())})")
+    if res.n_skipped:
+        say(f"  skipped rows are listed with their reasons in {out / 'rejected_rows.jsonl'}")
+    train, evals = res.records, []
+    if cfg.eval_dataset:
+        ev = load_preferences(_source(cfg.eval_dataset), rejected_rows_path=rejected_path("rejected_rows_eval.jsonl"),
+                              **kw)
+        say(f"eval data: {ev.summary()}")
+        evals = ev.records
+    elif cfg.val_size:
+        train, evals = split_validation(train, cfg.val_size, cfg.seed)
+        say(f"val_size {cfg.val_size}: {len(train)} train / {len(evals)} eval pairs")
+    if not train:
+        raise TrainingError("no valid training pairs: every row was rejected (see the messages above)")
+    return train, evals
+
+
+def _fit_one(recs: list, encode, acc, split: str) -> tuple[list[int], list]:
+    mine = shard(list(range(len(recs))), world_size=acc.num_processes, rank=acc.process_index)
+    kept, dropped = fit_check(recs, encode, mine)
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object([(kept, dropped)])
+        kept = sorted(i for k, _ in parts for i in k)
+        dropped = [d for _, ds in parts for d in ds]
+    return kept, dropped
+
+
+def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Say
+              ) -> tuple[list[int], list[int], list]:
+    """Which pairs fit max_length: every dropped pair is printed (first few) and written to
+    output_dir/dropped_pairs.jsonl; a run with nothing left stops here."""
+    path = out / "dropped_pairs.jsonl"
+    if acc.is_main_process and path.exists():
+        path.unlink()  # this run's list only
+    say(f"encoding check: {len(train_recs) + len(eval_recs)} pairs")
+    all_dropped = []
+    keeps = []
+    for recs, split in ((train_recs, "train"), (eval_recs, "eval")):
+        kept, dropped = _fit_one(recs, encode, acc, split)
+        keeps.append(kept)
+        all_dropped += dropped
+        if dropped:
+            say(summarize_dropped(dropped, len(recs), split))
+            if acc.is_main_process:
+                write_dropped(path, dropped, split)
+    if all_dropped:
+        say(f"  all dropped pairs with reasons: {path}")
+    if not keeps[0]:
+        raise TrainingError(f"all {len(train_recs)} training pairs were dropped by the encoding check; "
+                            "raise max_length, use truncation: completions, or lower image_max_pixels")
+    return keeps[0], keeps[1], all_dropped
+
+
+def reference_sources(cfg, bundle, train_ds: EncodedPairs, eval_ds: EncodedPairs, loader_for, acc, say: Say,
+                      result) -> tuple[RefSource, RefSource]:
+    """Reference log-probs: none (reference-free losses), live from the reference model, or
+    precomputed once and cached on disk (then a full fine-tuning run frees its frozen copy)."""
+    if not cfg.needs_reference:
+        return RefSource(), RefSource()
+    from vlmdpo.model.reference import make_reference
+
+    reference = make_reference(bundle, cfg)
+    if reference is not None and getattr(reference, "kind", "") == "frozen_copy":
+        reference.model.to(acc.device)
+    if not cfg.precompute_ref_log_probs:
+        return RefSource(reference), RefSource(reference)
+    folder = default_cache_dir(cfg.output_dir, cfg.ref_cache_dir)
+
+    def cached(ds: EncodedPairs, split: str) -> RefCache | None:
+        if not len(ds):
+            return None
+        path = folder / f"ref-{cache_key(cfg, bundle.processor, ds.records, ds.keep)}.pt"
+        if split == "train":
+            result.ref_cache_path = path
+        if path.is_file():
+            say(f"reference log-probs ({split}): reusing {path}")
+            result.ref_cache_reused = True
+            return RefCache.load(path)
+        say(f"reference log-probs ({split}): computing for {len(ds)} pairs")
+
+        def ref_logps(batch):
+            with torch.no_grad():
+                return reference.logps(batch)
+
+        cache = compute_ref_cache(range(len(ds)), lambda pos: loader_for(ds, pos), ref_logps, len(ds), acc)
+        if acc.is_main_process:
+            cache.save(path)
+            say(f"  cached in {path}")
+        acc.wait_for_everyone()
+        return cache
+
+    train_cache, eval_cache = cached(train_ds, "train"), cached(eval_ds, "eval")
+    return RefSource(cache=train_cache), RefSource(cache=eval_cache)
+
+
+def save_final(acc, model, bundle, cfg, out: Path, say: Say) -> None:
+    """The trained model (LoRA adapter, or full weights) with its processor and the config used."""
+    import yaml
+
+    acc.wait_for_everyone()
+    unwrapped = acc.unwrap_model(model)
+    state_dict = None if bundle.is_peft else acc.get_state_dict(model)  # every process: FSDP gathers here
+    if acc.is_main_process:
+        if bundle.is_peft:
+            unwrapped.save_pretrained(str(out))
+        else:
+            unwrapped.save_pretrained(str(out), state_dict=state_dict)
+        bundle.processor.save_pretrained(str(out))
+        (out / "vlmdpo_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False), encoding="utf-8")
+        say(f"saved the {'LoRA adapter' if bundle.is_peft else 'model'} and processor to {out}")
+    acc.wait_for_everyone()
+
+
+def early_stopping(state, eval_loss: float, patience: int | None) -> bool:
+    """Track the best eval loss; True when `patience` evaluations in a row did not improve it."""
+    if state.best_eval_loss is None or eval_loss < state.best_eval_loss:
+        state.best_eval_loss = float(eval_loss)
+        state.evals_without_improvement = 0
+        return False
+    state.evals_without_improvement += 1
+    return bool(patience) and state.evals_without_improvement >= patience
+
+
+def epoch_float(state, batches_per_epoch: int) -> float:
+    return state.epoch + state.batch_in_epoch / max(batches_per_epoch, 1)
+
+
+def plain_logps(batch_logps, family, model, batch):
+    return batch_logps(model, batch, family=family)

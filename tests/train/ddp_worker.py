@@ -1,0 +1,24 @@
+"""Run by `accelerate launch` from test_distributed.py: train, then save this rank's trainable weights."""
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    from accelerate import PartialState
+
+    from vlmdpo.config import load_config
+    from vlmdpo.train.loop import run_training
+
+    values, out = json.loads(sys.argv[1]), sys.argv[2]
+    res = run_training(load_config(None, values), echo=lambda _m: None)
+    weights = {n: p.detach().cpu() for n, p in res.model.named_parameters() if p.requires_grad}
+    torch.save(weights, f"{out}/rank{PartialState().process_index}.pt")
+
+
+if __name__ == "__main__":
+    main()
