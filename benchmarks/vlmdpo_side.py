@@ -1,0 +1,147 @@
+"""One measured run of vlmdpo's training step, for vs_trl.py.
+
+The step is what `vlmdpo.train` runs per batch, built from the library's own pieces: encode
+each pair (chat template + processor, in the timed step, as TRL's collator does), collate
+(shared-prefix layout unless --fast none), reference log-probs (adapters off for LoRA, a frozen
+copy for full fine-tuning; or the precomputed cache with --ref-cache), policy log-probs, the
+sigmoid DPO loss, backward, gradient clipping at 1.0 (TRL's default), AdamW.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+
+from bench_common import Clock, device_info, flops_config, peak_tflops, summarize
+from bench_models import build_model, build_processor, param_split
+from trl_side import image_patches
+
+
+def records(rows):
+    from vlmdpo.types import ImageRef, PreferenceRecord
+
+    out = []
+    for i, r in enumerate(rows):
+        # TRL puts the image placeholder first in the first user turn; do the same
+        prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["prompt"][0]["content"]}]}]
+        chosen = [{"role": "assistant", "content": [{"type": "text", "text": r["chosen"][0]["content"]}]}]
+        rejected = [{"role": "assistant", "content": [{"type": "text", "text": r["rejected"][0]["content"]}]}]
+        out.append(PreferenceRecord(f"pair-{i}", prompt, chosen, rejected, images=[ImageRef(pil=im) for im in r["images"]]))
+    return out
+
+
+def prepare(a, model):
+    """(policy, reference) with the same trainable set as the TRL run."""
+    from vlmdpo.model.families import adapter_for
+    from vlmdpo.model.load import disable_checkpointing, enable_checkpointing
+    from vlmdpo.model.parts import apply_freezing, lora_plan
+    from vlmdpo.model.reference import Reference
+
+    family = adapter_for(model)
+    if a.grad_ckpt:
+        enable_checkpointing(model)
+    if a.mode == "full":
+        apply_freezing(model, family, vision=False, projector=False, language=False)
+        ref = copy.deepcopy(model).eval().requires_grad_(False)
+        if a.grad_ckpt:
+            disable_checkpointing(ref)
+        return model, Reference(ref, "frozen_copy", family), family
+    from peft import LoraConfig, get_peft_model
+
+    everything = a.lora_modules == "all"
+    targets, to_save = lora_plan(model, family, target="all-linear", modules=a.lora_modules,
+                                 vision=not everything, projector=False, language=False)
+    lora = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout, target_modules=targets,
+                      modules_to_save=to_save or None, task_type="CAUSAL_LM", bias="none")
+    policy = get_peft_model(model, lora)
+    if a.grad_ckpt:
+        policy.enable_input_require_grads()
+    return policy, Reference(policy, "adapters_off", family), family
+
+
+def run(a, rows) -> dict:
+    import torch
+    from vlmdpo.collate import collate
+    from vlmdpo.collate_shared import FastOptions, collate_shared
+    from vlmdpo.encode import encode_pair
+    from vlmdpo.losses import compute_loss
+    from vlmdpo.model.fast import fast_batch_logps
+    from vlmdpo.model.logps import batch_logps
+
+    clock = Clock(torch)
+    cuda = clock.cuda
+    dtype = torch.bfloat16 if a.bf16 else torch.float32
+    model = build_model(a.model, dtype=dtype, device="cuda" if cuda else "cpu", attn_implementation=a.attn,
+                        seed=a.seed)
+    processor = build_processor(a.model)
+    split = param_split(model)
+    fcfg = flops_config(model, split)
+    policy, reference, family = prepare(a, model)
+    policy.train()
+    tok = processor.tokenizer
+    pad = tok.pad_token_id
+    image_id = model.config.image_token_id
+    fast = a.fast != "none"
+    options = FastOptions()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, fused=cuda)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if (a.bf16 and cuda) else nullcontext()
+    n_steps = a.warmup + a.steps
+    recs = records(rows[: a.batch * n_steps])
+
+    def make_batch(chunk):
+        pairs = [encode_pair(r, processor, family, max_length=None) for r in chunk]
+        batch = collate_shared(pairs, pad_token_id=pad, options=options) if fast else \
+            collate(pairs, pad_token_id=pad, family=family)
+        return pairs, batch
+
+    def logps(m, batch):
+        return fast_batch_logps(m, batch) if fast else batch_logps(m, batch, family=family)
+
+    cached = {}
+    pre = {}
+    if a.ref_cache:
+        t = clock.now()
+        for s in range(n_steps):
+            _, batch = make_batch(recs[s * a.batch:(s + 1) * a.batch])
+            with torch.no_grad(), reference.context(), amp:
+                cached[s] = logps(reference.model, batch)
+        pre = {"ref_precompute_s": round(clock.now() - t, 3), "ref_precompute_pairs": len(recs)}
+
+    step_s, cpu_s, counts, losses = [], [], [], []
+    for s in range(n_steps):
+        if s == a.warmup:
+            clock.reset_peak()
+        t, c = clock.now(), clock.cpu()
+        pairs, batch = make_batch(recs[s * a.batch:(s + 1) * a.batch])
+        with amp:
+            if a.ref_cache:
+                ref = cached[s]
+            else:
+                with torch.no_grad(), reference.context():
+                    ref = logps(reference.model, batch)
+            pol = logps(policy, batch)
+            loss, _ = compute_loss(pol, ref, loss_type="sigmoid", beta=a.beta)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(round(loss.item(), 5))
+        step_s.append(clock.now() - t)
+        cpu_s.append(clock.cpu() - c)
+        counts.append({
+            "pairs": len(pairs), "prompt_tokens": sum(len(p.prompt_ids) for p in pairs),
+            "chosen_tokens": sum(len(p.chosen_ids) for p in pairs),
+            "rejected_tokens": sum(len(p.rejected_ids) for p in pairs),
+            "image_tokens": sum(p.prompt_ids.count(image_id) for p in pairs),
+            "processed_tokens": batch.num_tokens if fast else int(batch.model_inputs["attention_mask"].sum()),
+            "padded_tokens": int((batch.input_ids if fast else batch.model_inputs["input_ids"]).numel()),
+            "image_patches": sum(image_patches(p.vision, model.config) for p in pairs),
+        })
+    res = summarize(step_s[a.warmup:], counts[a.warmup:], clock, flops_cfg=fcfg,
+                    peak=peak_tflops(device_info(torch), a.peak_tflops), cpu_s=cpu_s[a.warmup:])
+    res["losses"] = losses
+    res["params"] = split | {"trainable": sum(p.numel() for p in params)}
+    res["responses_present"] = all(c["chosen_tokens"] > 0 and c["rejected_tokens"] > 0 for c in counts)
+    res["fast_paths"] = {"enabled": fast, **(options.__dict__ if fast else {})}
+    return res | pre
+

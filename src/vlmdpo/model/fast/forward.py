@@ -1,0 +1,182 @@
+"""`fast_batch_logps`: sequence log-probs of a `SharedBatch`, equal to the plain path's.
+
+The model runs through its own top-level forward (so DDP / FSDP / PEFT wrappers see a normal
+call) with our attention mask, position ids and, when given, precomputed vision features. A
+pre-hook on the LM head takes the final hidden states and hands the head an empty slice, so the
+full-vocabulary logits are never built; the head is then applied to completion positions only,
+in chunks (`logits.completion_logps`).
+"""
+from __future__ import annotations
+
+import inspect
+from contextlib import nullcontext
+from dataclasses import replace
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from vlmdpo.collate_shared import FastOptions, SharedBatch
+from vlmdpo.model.fast.logits import completion_logps, reduce_logps
+from vlmdpo.model.fast.masks import SHARED_PREFIX_IMPLEMENTATIONS, build_attention_mask, image_blocks
+from vlmdpo.model.fast.positions import position_ids
+from vlmdpo.model.fast.vision import (
+    batch_vision_features, can_share_vision, forward_vision_kwargs, inner_model, tower_replay, unwrap,
+)
+from vlmdpo.types import LogpPair
+
+# Families whose plain forward makes each image's tokens attend to each other both ways
+# (transformers builds this from token_type_ids); the fast mask must do the same.
+_BIDIRECTIONAL_IMAGE_MODEL_TYPES = ("gemma3",)
+
+
+def attn_implementation(model: Any) -> str:
+    cfg = unwrap(model).config
+    return getattr(cfg, "_attn_implementation", None) or "eager"
+
+
+def resolve_options(options: FastOptions, model: Any) -> FastOptions:
+    """Turn off what the model's attention kernel cannot do (shared prefix needs a custom mask)."""
+    if attn_implementation(model) not in SHARED_PREFIX_IMPLEMENTATIONS:
+        return replace(options, shared_prefix=False, padding_free=False)
+    return options
+
+
+def _device(model: Any) -> torch.device:
+    return next(unwrap(model).parameters()).device
+
+
+def _dtype(model: Any) -> torch.dtype:
+    base = unwrap(model)
+    emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    if emb is not None and hasattr(emb, "weight"):
+        return emb.weight.dtype
+    return next(base.parameters()).dtype
+
+
+@lru_cache(maxsize=None)
+def _forward_softcaps(cls: type) -> bool:
+    # Gemma's text-only heads soft-cap the logits in forward; Gemma3ForConditionalGeneration
+    # (transformers 5.23) does not, although its config carries the value. Do what the class does.
+    try:
+        return "final_logit_softcapping" in inspect.getsource(cls.forward)
+    except (OSError, TypeError):
+        return True
+
+
+def _softcap(base: Any) -> float | None:
+    config = base.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    cap = getattr(text, "final_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None)
+    return cap if cap and _forward_softcaps(type(base)) else None
+
+
+class _TakeHidden:
+    """Forward pre-hook on the LM head: keep its input, give it an empty slice instead."""
+
+    def __init__(self) -> None:
+        self.hidden: torch.Tensor | None = None
+
+    def __call__(self, module, args):
+        self.hidden = args[0]
+        return (args[0][:, :0],)
+
+
+def build_mask(model: Any, batch: SharedBatch, device: torch.device) -> Any:
+    base = unwrap(model)
+    attn = attn_implementation(model)
+    doc, branch, pos = batch.doc.to(device), batch.branch.to(device), batch.positions.to(device)
+    if attn not in SHARED_PREFIX_IMPLEMENTATIONS:
+        if batch.layout != "plain":
+            raise ValueError(
+                f"attn_implementation {attn!r} takes no custom attention mask: use shared_prefix: false and "
+                f"padding_free: false, or attn_implementation sdpa / eager / flex_attention"
+            )
+        return (doc >= 0).long()
+    blocks = None
+    if getattr(base.config, "model_type", None) in _BIDIRECTIONAL_IMAGE_MODEL_TYPES:
+        blocks = image_blocks(batch.input_ids.to(device), doc, getattr(base.config, "image_token_id", None))
+    return build_attention_mask(doc, branch, pos, config=base.config, attn_implementation=attn,
+                                dtype=_dtype(model), blocks=blocks)
+
+
+def fast_batch_logps(
+    model: Any,
+    batch: SharedBatch,
+    *,
+    family: Any = None,
+    options: FastOptions | None = None,
+    vision_features: dict[str, Any] | None = None,
+) -> LogpPair:
+    """Summed completion log-probs (fp32) of `batch`, equal to what
+    `vlmdpo.model.logps.batch_logps` gives for the plain layout of the same pairs.
+
+    `options` default to the ones the batch was collated with. With `share_vision`, the vision
+    encoder runs once per image: when the model's vision path is frozen and adapter-free its
+    outputs are computed without grad and kept on the batch, so the reference and the policy
+    (whichever runs first) share them; otherwise a plain-layout batch still encodes each pair's
+    images once and uses the features for both of its rows; and a frozen vision tower under a
+    trainable projector runs once per batch across both models (`vision.tower_replay`).
+    `vision_features` overrides all that. `family` (a FamilyAdapter; looked up from the model when
+    None) locates the vision tower; other quirks are read from the model's config.
+    """
+    options = options or batch.options
+    base = unwrap(model)
+    inner = inner_model(model)
+    device = _device(model)
+    share = options.share_vision and batch.vision
+    replay = tower_replay(model, batch, family) if share else nullcontext()
+    with replay:
+        if vision_features is None and share:
+            vision_features = _shared_or_once(model, batch, device)
+        kwargs = forward_vision_kwargs(batch, vision_features, device, _dtype(model))
+        kwargs["attention_mask"] = build_mask(model, batch, device)
+        kwargs["position_ids"] = position_ids(inner, batch, device)
+        ids = batch.input_ids.to(device)
+        idx = batch.completion.to(device)
+        if options.completion_only_logits:
+            head = base.get_output_embeddings()
+            take = _TakeHidden()
+            handle = head.register_forward_pre_hook(take)
+            try:
+                model(input_ids=ids, use_cache=False, **kwargs)
+            finally:
+                handle.remove()
+        else:
+            logits = model(input_ids=ids, use_cache=False, **kwargs).logits
+
+    if options.completion_only_logits:
+        hidden = take.hidden[idx.row, idx.pred]
+        token_logps = completion_logps(hidden, idx.target, head, softcap=_softcap(base),
+                                       chunk_size=options.logits_chunk_size)
+    else:
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        token_logps = torch.log_softmax(logits, dim=-1)[idx.row, idx.pred, idx.target]
+    return reduce_logps(token_logps, idx.pair, idx.side, idx.k, batch.chosen_lengths, batch.rejected_lengths)
+
+
+def _shared_or_once(model: Any, batch: SharedBatch, device: torch.device) -> dict[str, Any] | None:
+    if can_share_vision(model):
+        if batch.vision_cache is None:
+            with torch.no_grad():
+                batch.vision_cache = batch_vision_features(model, batch, device, _dtype(model))
+        return batch.vision_cache
+    if batch.vision_repeats:
+        return batch_vision_features(model, batch, device, _dtype(model))  # with grad: the tower or projector trains
+    return None  # each image is in the input once already: the forward encodes it once
+
+
+def reference_logps(reference: Any, batch: SharedBatch) -> LogpPair:
+    """Reference log-probs of a fast batch: no grad, adapters off (LoRA) or the frozen copy.
+    `reference` is a `vlmdpo.model.reference.Reference`."""
+    with torch.no_grad(), reference.context():
+        return fast_batch_logps(reference.model, batch, family=reference.family)
+
+
+def shared_vision_features(model: Any, batch: SharedBatch) -> dict[str, Any] | None:
+    """Encoder outputs to hand to both the policy and the reference, or None when they cannot
+    be shared (vision path trainable or adapted) or the batch has no images."""
+    if not batch.vision or not can_share_vision(model):
+        return None
+    with torch.no_grad():
+        return batch_vision_features(model, batch, _device(model), _dtype(model))
