@@ -14,7 +14,12 @@ from vlmdpo.types import Batch, LogpPair
 
 
 def batch_logps(model, batch: Batch, *, family: Any = None) -> LogpPair:
-    """Policy (or reference) log-probs for a plain-layout batch; differentiable unless under no_grad."""
+    """Policy (or reference) log-probs for a plain-layout batch; differentiable unless under no_grad.
+    A fast-layout batch (`vlmdpo.collate_shared.SharedBatch`) goes to the fast path it was collated for."""
+    if not isinstance(batch, Batch):
+        from vlmdpo.model.fast.forward import fast_batch_logps
+
+        return fast_batch_logps(model, batch, family=family)
     inputs = _on_device(batch.model_inputs, _device(model), _float_dtype(model))
     mask = batch.completion_mask.to(inputs["input_ids"].device)
     logits = model(**inputs, use_cache=False).logits

@@ -39,6 +39,8 @@ class StepBatch:
 
     @property
     def num_tokens(self) -> int:
+        if not isinstance(self.batch, Batch):  # a fast-layout SharedBatch counts its own tokens
+            return int(self.batch.num_tokens)
         mask = self.batch.model_inputs.get("attention_mask")
         return int(mask.sum()) if mask is not None else 0
 
@@ -137,6 +139,8 @@ def to_device(step: StepBatch, device: torch.device) -> StepBatch:
         return v.to(device) if isinstance(v, torch.Tensor) else v
 
     b = step.batch
+    if not isinstance(b, Batch):  # a fast-layout SharedBatch
+        return StepBatch(b.to(device), step.indices)
     moved = Batch(model_inputs={k: move(v) for k, v in b.model_inputs.items()},
                   completion_mask=move(b.completion_mask), ids=b.ids, num_pairs=b.num_pairs,
                   ref_chosen_logps=move(b.ref_chosen_logps), ref_rejected_logps=move(b.ref_rejected_logps))

@@ -79,7 +79,8 @@ def run_training(cfg, *, echo: Callable[[str], None] | None = None) -> TrainResu
     result.n_train_pairs, result.n_eval_pairs = len(train_keep), len(eval_keep)
     train_ds = EncodedPairs(train_recs, train_keep, encode)
     eval_ds = EncodedPairs(eval_recs, eval_keep, encode)
-    collate_fn = make_collate(collate, pad_token_id=bundle.pad_token_id, family=bundle.family)
+    collate_fn = make_collate(stages.choose_collate(cfg, bundle, acc, say), pad_token_id=bundle.pad_token_id,
+                              family=bundle.family)
     logps_fn = partial(stages.plain_logps, batch_logps, bundle.family)
 
     def loader_for(ds, positions):  # device-ready batches over this process's share of `positions`

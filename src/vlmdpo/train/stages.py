@@ -1,6 +1,8 @@
 """The stages around the step loop: data, fit check, reference source, final save."""
 from __future__ import annotations
 
+from functools import partial
+
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -167,3 +169,22 @@ def epoch_float(state, batches_per_epoch: int) -> float:
 
 def plain_logps(batch_logps, family, model, batch):
     return batch_logps(model, batch, family=family)
+
+
+def choose_collate(cfg, bundle, acc, say: Say):
+    """The fast layout (vision once, shared prefix, completion-only logits) when any fast path is on,
+    else the plain one. `batch_logps` dispatches on the batch type, so nothing else changes.
+    The fast forward calls the model's parts directly, bypassing DDP/FSDP's forward hooks that
+    synchronise gradients, so several processes use the plain path (each equal in value)."""
+    from vlmdpo.collate import collate
+    from vlmdpo.collate_shared import FastOptions, collate_shared
+    from vlmdpo.model.fast.forward import resolve_options
+
+    options = resolve_options(FastOptions.from_config(cfg), bundle.model)
+    wanted = options.share_vision or options.shared_prefix or options.completion_only_logits or options.padding_free
+    if not wanted:
+        return collate
+    if acc.num_processes > 1:
+        say("fast paths are off with several processes (plain layout; same values, slower)")
+        return collate
+    return partial(collate_shared, options=options)
