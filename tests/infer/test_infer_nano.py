@@ -14,7 +14,8 @@ pytest.importorskip("gguf", reason="gguf is not installed")
 
 from vlmdpo.model import builtin  # noqa: E402
 
-SMALL = builtin.with_spec(text_layers=2, vision_layers=1, vision_hidden=32, vision_heads=2, vision_intermediate=64)
+SMALL = builtin.with_spec(text_layers=2, vision_layers=1, vision_hidden=32, vision_heads=2, vision_intermediate=64,
+                         dct_order=2)  # 3 DCT filters per colour fit 32 vision channels
 
 
 @pytest.fixture(scope="module")

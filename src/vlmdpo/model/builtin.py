@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_NAMES: tuple[str, ...] = ("nano-smolvlm",)
 INFO_FILE = "vlmdpo_builtin.json"
@@ -84,6 +84,10 @@ class NanoSpec:
     vision_intermediate: int = 256
     text_layers: int | None = None
     seed: int = 0
+    # per colour channel, the 2-D DCT basis functions with u + v < dct_order seed the patch filters
+    dct_order: int = 5
+    # the vision tower's final LayerNorm scale; the connector starts divided by it (same outputs)
+    connector_gain: float = 10.0
 
     @property
     def image_seq_len(self) -> int:
@@ -219,12 +223,63 @@ def _graft_text_weights(vlm, lm, spec: NanoSpec) -> None:
         new[BASE_VOCAB:] = emb.mean(dim=0, keepdim=True)
         text.embed_tokens.weight.copy_(new)
         vlm.lm_head.weight = text.embed_tokens.weight  # tied, as in SmolLM2
+        # Vision features leave the final LayerNorm at `gain` per channel; the connector divides that
+        # back out, so image embeddings start at the size of token embeddings. The split matters for
+        # training: Adam moves every weight by about the learning rate, so the gain makes the
+        # connector learn `gain` times faster than the language model's LoRA at one shared rate.
+        gain = float(spec.connector_gain)
+        vlm.model.vision_model.post_layernorm.weight.fill_(gain)
         token_rms = emb.pow(2).mean().sqrt()
         proj = vlm.model.connector.modality_projection.proj.weight
         fan_in = proj.shape[1]
         gen = torch.Generator().manual_seed(spec.seed + 1)
-        # unit-variance vision features x a weight of std s give outputs of std s*sqrt(fan_in)
-        proj.copy_(torch.randn(proj.shape, generator=gen) * (token_rms / fan_in ** 0.5))
+        # features of size `gain` x a weight of std s give outputs of std gain*s*sqrt(fan_in)
+        proj.copy_(torch.randn(proj.shape, generator=gen) * (token_rms / (gain * fan_in ** 0.5)))
+
+
+def dct_basis(patch: int, order: int):
+    """Orthonormal 2-D DCT-II basis images [n, patch, patch] with u + v < order, low frequencies first."""
+    import math
+
+    import torch
+
+    k = torch.arange(patch, dtype=torch.float64)
+
+    def one_d(u: int):
+        scale = math.sqrt(1 / patch) if u == 0 else math.sqrt(2 / patch)
+        return scale * torch.cos(math.pi * (2 * k + 1) * u / (2 * patch))
+
+    pairs = sorted(((u, v) for u in range(order) for v in range(order) if u + v < order), key=lambda t: (sum(t), t))
+    return torch.stack([torch.outer(one_d(u), one_d(v)) for u, v in pairs]).float()
+
+
+def _init_patch_filters(vlm, spec: NanoSpec) -> None:
+    """Seed the patch embedding with fixed low-frequency DCT filters per colour channel (as JPEG does).
+
+    A random patch filter mixes colour with exact pixel layout, so "red" is a different vector
+    for every shape and offset and a few hundred preference pairs cannot teach the tower
+    otherwise. With the DCT's first coefficient (the patch's mean colour) and a few low
+    frequencies (coarse shape) as channels, colour and shape are linear in the features from the
+    start; the remaining channels stay random. Generic image statistics, nothing task-specific.
+    """
+    import torch
+
+    conv = vlm.model.vision_model.embeddings.patch_embedding
+    basis = dct_basis(spec.patch_size, spec.dct_order)  # [n, p, p]
+    n = basis.shape[0]
+    out_ch = conv.weight.shape[0]
+    if 3 * n > out_ch:
+        raise BuiltinModelError(f"nano-smolvlm spec: dct_order {spec.dct_order} needs {3 * n} vision channels, "
+                                f"vision_hidden is {out_ch}", "lower dct_order or raise vision_hidden")
+    with torch.no_grad():
+        w = conv.weight
+        w[: 3 * n].zero_()
+        # basis norm is 1, so the mean-colour channel of a flat patch of value x reads patch*x; divide by
+        # the patch side to keep the feature in the [-1, 1] range of the normalized pixels
+        for c in range(3):
+            w[c * n:(c + 1) * n, c] = basis / spec.patch_size
+        if conv.bias is not None:
+            conv.bias[: 3 * n].zero_()
 
 
 def _build_into(folder: Path, spec: NanoSpec, progress) -> None:
@@ -241,6 +296,8 @@ def _build_into(folder: Path, spec: NanoSpec, progress) -> None:
     torch.manual_seed(spec.seed)  # the vision tower's random init is part of the model's identity
     vlm = Idefics3ForConditionalGeneration(cfg).to(torch.float32)
     _graft_text_weights(vlm, lm, spec)
+    if spec.dct_order > 0:
+        _init_patch_filters(vlm, spec)
     vlm.generation_config.eos_token_id = 2
     vlm.generation_config.pad_token_id = 2
     vlm.generation_config.bos_token_id = 1

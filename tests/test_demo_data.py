@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+import pytest
+from PIL import Image
+
+from vlmdpo import demo_data as dd
+
+
+def _digest(root, split):
+    h = hashlib.sha256()
+    h.update((root / f"{split}.jsonl").read_bytes())
+    for line in (root / f"{split}.jsonl").read_text().splitlines():
+        h.update(Image.open(root / json.loads(line)["images"][0]).tobytes())
+    return h.hexdigest()
+
+
+def test_same_seed_same_files_other_seed_differs(tmp_path):
+    a = dd.make_demo_data(tmp_path / "a", n_train=12, n_val=4, n_test=4, seed=3, progress=False)
+    b = dd.make_demo_data(tmp_path / "b", n_train=12, n_val=4, n_test=4, seed=3, progress=False)
+    c = dd.make_demo_data(tmp_path / "c", n_train=12, n_val=4, n_test=4, seed=4, progress=False)
+    for split in dd.SPLITS:
+        assert _digest(a.root, split) == _digest(b.root, split)
+    assert _digest(a.root, "train") != _digest(c.root, "train")
+    # splits are drawn from different streams, so test is not a copy of train's first rows
+    assert _digest(a.root, "val") != _digest(a.root, "test")
+
+
+def test_rows_are_trl_conversational_with_truth(tmp_path):
+    ds = dd.make_demo_data(tmp_path, n_train=8, n_val=0, n_test=4, progress=False)
+    rows = [json.loads(x) for x in ds.files["train"].read_text().splitlines()]
+    assert len(rows) == 8 and ds.files["val"].read_text() == ""
+    kinds = [r["question_kind"] for r in rows]
+    assert kinds == list(dd.KINDS) * 2  # balanced, rotating
+    for r in rows:
+        assert r["prompt"][0]["content"][0] == {"type": "image"}
+        assert (tmp_path / r["images"][0]).is_file()
+        chosen = r["chosen"][0]["content"][0]["text"]
+        rejected = r["rejected"][0]["content"][0]["text"]
+        assert chosen != rejected
+        kind = r["question_kind"]
+        # chosen names exactly the truth, rejected exactly the hallucinated value
+        assert dd.mentioned_values(kind, chosen) == {r["truth"]}
+        assert dd.mentioned_values(kind, rejected) == {r["wrong"]}
+        assert r["wrong"] != r["truth"]
+
+
+def _px(img, x, y):
+    return img.getpixel((x, y))
+
+
+def _check_pixels(img, scene, kind, expected):
+    """Read the asked attribute back from the image itself, not from the generator's bookkeeping."""
+    cell = 96 / dd.GRID
+    occupied = {}
+    for s in scene:
+        x, y = s["center"]
+        occupied[tuple(s["cell"])] = _px(img, x, y)
+    for col in range(dd.GRID):
+        for row in range(dd.GRID):
+            if (col, row) not in occupied:  # empty cells are background at their centre
+                assert _px(img, int((col + 0.5) * cell), int((row + 0.5) * cell)) == dd.BACKGROUND
+    colors = {v for v in occupied.values()}
+    assert len(colors) == 1 and colors != {dd.BACKGROUND}
+    (rgb,) = colors
+    if kind == "color":
+        assert dd.COLORS[expected] == rgb
+    elif kind == "count":
+        assert len(occupied) == int(expected)
+    elif kind == "position":
+        assert list(occupied) == [dd.POSITIONS[expected]]
+    elif kind == "shape":
+        (s,) = scene
+        x, y, rad = s["center"][0], s["center"][1], s["radius"]
+        top_left = _px(img, x - rad + 1, y - rad + 1) == rgb
+        bottom_left = _px(img, x - rad + 1, y + rad - 1) == rgb
+        shape_from_pixels = {(True, True): "square", (False, True): "triangle", (False, False): "circle"}
+        assert shape_from_pixels[(top_left, bottom_left)] == expected
+
+
+@pytest.mark.parametrize("layout", dd.LAYOUTS)
+@pytest.mark.parametrize("kind", dd.KINDS)
+def test_answers_match_the_pixels(tmp_path, kind, layout):
+    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=0, n_test=0, kinds=(kind,), layout=layout, progress=False)
+    for line in ds.files["train"].read_text().splitlines():
+        r = json.loads(line)
+        img = Image.open(tmp_path / r["images"][0]).convert("RGB")
+        _check_pixels(img, r["scene"], kind, r["truth"])
+        assert "rejected_images" not in r and r["contrast"] == "answer"
+
+
+@pytest.mark.parametrize("layout", dd.LAYOUTS)
+@pytest.mark.parametrize("kind", dd.KINDS)
+def test_image_contrast_pairs_show_the_wrong_value_on_the_rejected_image(tmp_path, kind, layout):
+    ds = dd.make_demo_data(tmp_path, n_train=30, n_val=6, n_test=6, kinds=(kind,), train_image_contrast=1.0,
+                           layout=layout, progress=False)
+    for line in ds.files["train"].read_text().splitlines():
+        r = json.loads(line)
+        assert r["contrast"] == "image"
+        assert r["chosen"] == r["rejected"]  # same words; only the image differs
+        _check_pixels(Image.open(tmp_path / r["images"][0]).convert("RGB"), r["scene"], kind, r["truth"])
+        _check_pixels(Image.open(tmp_path / r["rejected_images"][0]).convert("RGB"), r["rejected_scene"], kind,
+                      r["wrong"])
+        # nothing but the asked attribute changed
+        before, after = r["scene"][0], r["rejected_scene"][0]
+        keep = {"color": ("shape", "cell"), "shape": ("color", "cell"), "position": ("shape", "color"),
+                "count": ("shape", "color")}[kind]
+        assert all(before[k] == after[k] for k in keep)
+    for split in ("val", "test"):  # what the quickstart measures stays answer-contrast
+        assert all(json.loads(x)["contrast"] == "answer" for x in ds.files[split].read_text().splitlines())
+
+
+def test_canonical_layout_places_by_kind():
+    items = dd.make_split("train", 80, seed=2)
+    for it in items:
+        cells = [s.cell for s in it.scene]
+        if it.kind in ("color", "shape"):
+            assert cells == [dd.CENTER]
+        elif it.kind == "count":
+            assert tuple(cells) == dd.COUNT_PATTERNS[int(it.truth)]
+        else:
+            assert cells == [dd.POSITIONS[it.truth]]
+    with pytest.raises(ValueError, match="unknown layout"):
+        dd.make_split("train", 1, layout="spiral")
+
+
+def test_image_contrast_share_is_respected():
+    items = dd.make_split("train", 400, image_contrast=0.25)
+    n = sum(it.rejected_scene is not None for it in items)
+    assert 70 < n < 130
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dd.make_split("train", 2, image_contrast=1.5)
+
+
+def test_rejected_values_are_uniform_enough():
+    """No text-only shortcut: each value shows up as truth and as wrong at similar rates."""
+    items = dd.make_split("train", 2000, seed=1, kinds=("color",))
+    truths = {v: 0 for v in dd.COLORS}
+    wrongs = {v: 0 for v in dd.COLORS}
+    for it in items:
+        truths[it.truth] += 1
+        wrongs[it.wrong] += 1
+    for v in dd.COLORS:
+        assert 380 < truths[v] < 620 and 380 < wrongs[v] < 620
+
+
+def test_rerun_reuses_and_conflicting_rerun_refuses(tmp_path):
+    first = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, progress=False)
+    assert not first.reused
+    again = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, progress=False)
+    assert again.reused
+    with pytest.raises(FileExistsError, match="overwrite"):
+        dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, progress=False)
+    redone = dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, overwrite=True, progress=False)
+    assert len(redone.files["train"].read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize(
+    "kind,truth,text,expected",
+    [
+        ("color", "red", "The circle is red.", True),
+        ("color", "red", "It is red or blue.", False),  # hedging over several values is not grounded
+        ("color", "red", "The circle is reddish.", False),
+        ("count", "3", "There are three squares.", True),
+        ("count", "3", "I count 3.", True),
+        ("count", "1", "There is a square.", False),  # "a" is not a count
+        ("count", "2", "Two, or maybe four.", False),
+        ("position", "top", "It is in the upper part.", True),
+        ("position", "left", "The triangle is on the right.", False),
+        ("shape", "circle", "I see two circles.", True),
+        ("shape", "square", "It is a triangle.", False),
+    ],
+)
+def test_grounded_scoring(kind, truth, text, expected):
+    assert dd.is_grounded(kind, truth, text) is expected
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="unknown question kind 'size'"):
+        dd.make_split("train", 2, kinds=("size",))
+    with pytest.raises(ValueError, match="image_size"):
+        dd.make_demo_data(tmp_path, image_size=10, progress=False)
+
+
+def test_make_item_is_pure_given_rng():
+    a = dd.make_item(random.Random(5), "count")
+    b = dd.make_item(random.Random(5), "count")
+    assert a == b
