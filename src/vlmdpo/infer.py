@@ -16,16 +16,15 @@ from typing import Any, Callable
 
 import torch
 from transformers import TextStreamer
+from vlmdpo.errors import FixableError
 
 TRAIN_CONFIG_FILE = "vlmdpo_config.yaml"
 
 
-class ModelDirError(ValueError):
+class ModelDirError(FixableError):
     """A --model value that cannot be loaded; the message says what was expected and how to fix it."""
 
-    def __init__(self, message: str, fix: str = ""):
-        self.message, self.fix = message, fix
-        super().__init__(f"{message}\n  fix: {fix}" if fix else message)
+    sep = "\n  fix: "
 
 
 @dataclass

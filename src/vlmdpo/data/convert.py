@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator
 
 from vlmdpo.data.images import image_digest, load_image
 from vlmdpo.types import ImageRef, Message, PreferenceRecord
+from vlmdpo.errors import FixableError
 
 TARGETS = ("trl", "swift", "llamafactory")
 PLACEHOLDERS = {"image": "<image>", "video": "<video>"}
@@ -23,16 +24,8 @@ LLAMAFACTORY_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "hu
 _LF_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
 
 
-class ConvertError(ValueError):
+class ConvertError(FixableError):
     """A record cannot be written in the target format; names the record and what does not fit."""
-
-    def __init__(self, message: str, fix: str = ""):
-        super().__init__(message, fix)
-        self.message = message
-        self.fix = fix
-
-    def __str__(self) -> str:
-        return f"{self.message} -> {self.fix}" if self.fix else self.message
 
 
 # ------------------------------------------------------------------------------------- canonical

@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vlmdpo.types import ImageRef
+from vlmdpo.errors import FixableError
 
 # PIL raises at twice its MAX_IMAGE_PIXELS; we use that same threshold as our hard limit and
 # never let PIL's softer warning reach the user.
@@ -36,13 +37,9 @@ _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*
 REMOTE_FIX = "set allow_remote_images: true (CLI: --allow-remote-images), or download the images and use local paths"
 
 
-class ImageSpecError(ValueError):
-    """A row's image value cannot name an image at all (before any file is touched)."""
-
-    def __init__(self, message: str, fix: str = ""):
-        super().__init__(message, fix)
-        self.message = message
-        self.fix = fix
+class ImageSpecError(FixableError):
+    """A row's image value cannot name an image at all (before any file is touched).
+    Printed without its fix: row errors carry the fix in their own field."""
 
     def __str__(self) -> str:
         return self.message

@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+from vlmdpo.errors import FixableError
 
 BUILDER_VERSION = 2
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -59,12 +60,10 @@ BASE_VOCAB = 49152
 VOCAB = BASE_VOCAB + len(SMOLVLM_ADDED_TOKENS)  # 49280, as in SmolVLM
 
 
-class BuiltinModelError(ValueError):
+class BuiltinModelError(FixableError):
     """A built-in model cannot be built or loaded; the message says how to fix it."""
 
-    def __init__(self, message: str, fix: str = ""):
-        self.message, self.fix = message, fix
-        super().__init__(f"{message}\n  fix: {fix}" if fix else message)
+    sep = "\n  fix: "
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 
 from vlmdpo.model.families import FamilyAdapter, adapter_for
 from vlmdpo.model.parts import apply_freezing, lora_plan
+from vlmdpo.errors import FixableError
 
 _DEFAULTS: dict[str, Any] = dict(
     dtype="auto", attn_implementation=None, trust_remote_code=False, finetuning_type="lora", lora_rank=16,
@@ -26,13 +27,8 @@ _DEFAULTS: dict[str, Any] = dict(
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(ValueError):
-    def __init__(self, message: str, fix: str = ""):
-        self.message, self.fix = message, fix
-        super().__init__(f"{message} -> {fix}" if fix else message)
-
-    def __reduce__(self):
-        return ModelLoadError, (self.message, self.fix)
+class ModelLoadError(FixableError):
+    """A model that cannot be loaded or prepared as configured."""
 
 
 @dataclass
