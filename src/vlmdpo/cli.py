@@ -224,6 +224,12 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=int, default=96, metavar="N", help="test pairs (default 96)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--image-size", type=int, default=96, metavar="PX", help="image side in pixels (default 96)")
+    p.add_argument("--train-image-contrast", type=float, default=None, metavar="F",
+                   help="share of training pairs that are image-contrast pairs: same answer, counterfactual "
+                   "rejected image (default: the quickstart's)")
+    p.add_argument("--layout", choices=("canonical", "random"), default="canonical",
+                   help="canonical: fixed places per kind of question (learnable on a CPU); random: anywhere "
+                   "on the grid (harder)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other settings")
     p.set_defaults(func=_run_demo_data)
 
@@ -231,8 +237,10 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
 def _run_demo_data(args: argparse.Namespace) -> int:
     from vlmdpo.demo_data import make_demo_data
 
+    extra = {} if args.train_image_contrast is None else {"train_image_contrast": args.train_image_contrast}
     ds = make_demo_data(args.output, n_train=args.train, n_val=args.val, n_test=args.test, seed=args.seed,
-                        image_size=args.image_size, overwrite=args.overwrite, progress=_progress())
+                        image_size=args.image_size, layout=args.layout, overwrite=args.overwrite,
+                        progress=_progress(), **extra)
     verb = "reused" if ds.reused else "wrote"
     print(f"{verb} {', '.join(f'{s} {n}' for s, n in ds.counts.items())} pairs in {ds.root} "
           f"({', '.join(str(f) for f in ds.files.values())})")

@@ -87,6 +87,8 @@ class NanoSpec:
     dct_order: int = 5
     # the vision tower's final LayerNorm scale; the connector starts divided by it (same outputs)
     connector_gain: float = 10.0
+    # pixels are normalized to [-1/pixel_scale, 1/pixel_scale] and the patch filters multiplied by it
+    pixel_scale: float = 16.0
 
     @property
     def image_seq_len(self) -> int:
@@ -171,7 +173,7 @@ def make_processor(tokenizer, spec: NanoSpec):
         do_convert_rgb=True, do_resize=True, do_rescale=True, do_normalize=True, do_pad=True,
         do_image_splitting=False,  # one global tile per image: few tokens
         size={"longest_edge": spec.image_size}, max_image_size={"longest_edge": spec.image_size},
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], resample=1,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5 * spec.pixel_scale] * 3, resample=1,
     )
     return Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
                              image_seq_len=spec.image_seq_len, chat_template=CHAT_TEMPLATE)
@@ -264,7 +266,7 @@ def _init_patch_filters(vlm, spec: NanoSpec) -> None:
     import torch
 
     conv = vlm.model.vision_model.embeddings.patch_embedding
-    basis = dct_basis(spec.patch_size, spec.dct_order)  # [n, p, p]
+    basis = dct_basis(spec.patch_size, spec.dct_order) if spec.dct_order > 0 else torch.zeros(0)  # [n, p, p]
     n = basis.shape[0]
     out_ch = conv.weight.shape[0]
     if 3 * n > out_ch:
@@ -272,11 +274,15 @@ def _init_patch_filters(vlm, spec: NanoSpec) -> None:
                                 f"vision_hidden is {out_ch}", "lower dct_order or raise vision_hidden")
     with torch.no_grad():
         w = conv.weight
+        # Pixels arrive divided by pixel_scale (see make_processor), so every filter is multiplied by
+        # it: outputs are unchanged, but the weights are large enough (a DCT weight is ~1/16, not
+        # ~1/256) that Adam's steps of about the learning rate do not wipe the filters out.
+        w[3 * n:] *= spec.pixel_scale
         w[: 3 * n].zero_()
         # basis norm is 1, so the mean-colour channel of a flat patch of value x reads patch*x; divide by
-        # the patch side to keep the feature in the [-1, 1] range of the normalized pixels
+        # the patch side to keep the feature in the [-1, 1] range of ordinary normalized pixels
         for c in range(3):
-            w[c * n:(c + 1) * n, c] = basis / spec.patch_size
+            w[c * n:(c + 1) * n, c] = basis * (spec.pixel_scale / spec.patch_size)
         if conv.bias is not None:
             conv.bias[: 3 * n].zero_()
 
@@ -295,8 +301,7 @@ def _build_into(folder: Path, spec: NanoSpec, progress) -> None:
     torch.manual_seed(spec.seed)  # the vision tower's random init is part of the model's identity
     vlm = Idefics3ForConditionalGeneration(cfg).to(torch.float32)
     _graft_text_weights(vlm, lm, spec)
-    if spec.dct_order > 0:
-        _init_patch_filters(vlm, spec)
+    _init_patch_filters(vlm, spec)
     vlm.generation_config.eos_token_id = 2
     vlm.generation_config.pad_token_id = 2
     vlm.generation_config.bos_token_id = 1
