@@ -30,7 +30,7 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
 
 
 def test_rows_are_trl_conversational_with_truth(tmp_path):
-    ds = dd.make_demo_data(tmp_path, n_train=8, n_val=0, n_test=4, progress=False)
+    ds = dd.make_demo_data(tmp_path, n_train=8, n_val=0, n_test=4, train_image_contrast=0.0, progress=False)
     rows = [json.loads(x) for x in ds.files["train"].read_text().splitlines()]
     assert len(rows) == 8 and ds.files["val"].read_text() == ""
     kinds = [r["question_kind"] for r in rows]
@@ -84,7 +84,8 @@ def _check_pixels(img, scene, kind, expected):
 @pytest.mark.parametrize("layout", dd.LAYOUTS)
 @pytest.mark.parametrize("kind", dd.KINDS)
 def test_answers_match_the_pixels(tmp_path, kind, layout):
-    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=0, n_test=0, kinds=(kind,), layout=layout, progress=False)
+    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=0, n_test=0, kinds=(kind,), layout=layout,
+                           train_image_contrast=0.0, progress=False)
     for line in ds.files["train"].read_text().splitlines():
         r = json.loads(line)
         img = Image.open(tmp_path / r["images"][0]).convert("RGB")
@@ -189,3 +190,9 @@ def test_make_item_is_pure_given_rng():
     a = dd.make_item(random.Random(5), "count")
     b = dd.make_item(random.Random(5), "count")
     assert a == b
+
+
+def test_default_training_split_mixes_both_contrasts_and_held_out_splits_do_not(tmp_path):
+    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=8, n_test=8, progress=False)
+    contrast = {s: {json.loads(x)["contrast"] for x in ds.files[s].read_text().splitlines()} for s in dd.SPLITS}
+    assert contrast == {"train": {"answer", "image"}, "val": {"answer"}, "test": {"answer"}}

@@ -37,6 +37,9 @@ BACKGROUND = (245, 245, 245)
 GRID = 3
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CONTRASTS: tuple[str, ...] = ("answer", "image")
+# The quickstart's share of image-contrast training pairs: half of them make the vision side learn
+# from pairs only the image can decide; the other half name a wrong value, as the test pairs do.
+QUICKSTART_IMAGE_CONTRAST = 0.5
 
 _QUESTIONS: dict[str, tuple[str, ...]] = {
     "color": ("What color is the {shape}?", "Which color does the {shape} have?"),
@@ -297,8 +300,8 @@ class DemoDataset:
 
 
 def make_demo_data(out_dir: str | Path, *, n_train: int = 800, n_val: int = 64, n_test: int = 96, seed: int = 0,
-                   image_size: int = 96, kinds: Sequence[str] = KINDS, train_image_contrast: float = 0.0,
-                   layout: str = "canonical", overwrite: bool = False, progress: bool = True) -> DemoDataset:
+                   image_size: int = 96, kinds: Sequence[str] = KINDS,
+                   train_image_contrast: float = QUICKSTART_IMAGE_CONTRAST, layout: str = "canonical", overwrite: bool = False, progress: bool = True) -> DemoDataset:
     """Write train/val/test JSONL (TRL format) and PNG images under `out_dir`.
 
     `train_image_contrast` makes that share of the *training* pairs image-contrast pairs (same

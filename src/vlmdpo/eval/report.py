@@ -119,6 +119,7 @@ def plot_examples(examples: Sequence[Example], out_path: Path, *, columns: int =
         ax.set_title(textwrap.fill(ex.question, 34), fontsize=8)
         lines = [f"truth: {ex.truth}" if ex.truth is not None else ""]
         for name, ans in ex.answers.items():
+            ans = "".join(c if c.isprintable() else " " for c in ans)  # control bytes from an untrained model
             short = ans if len(ans) <= 60 else ans[:57] + "..."
             lines.append(textwrap.fill(f"{_mark(ex.correct.get(name))} {name}: {short}", 38))
         tuned_ok = ex.correct.get("tuned")
