@@ -247,8 +247,11 @@ def load_for_inference(
                                 exc.fix or "pass the base model explicitly (--base NAME_OR_DIR)") from None
         from peft import PeftModel
 
+        from vlmdpo.model.load import quiet_peft_warnings
+
         try:
-            model = PeftModel.from_pretrained(base_model, str(path))
+            with quiet_peft_warnings():
+                model = PeftModel.from_pretrained(base_model, str(path))
         except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch, unknown target modules, ...
             raise ModelDirError(
                 f"{path}: the adapter does not fit its base {base_name} (from {source}): {_first_line(exc)}",

@@ -7,6 +7,7 @@ freeze_projector, freeze_language_model, gradient_checkpointing, seed.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,8 +230,14 @@ def _wrap_lora(model, family: FamilyAdapter, cfg, ft: str):
                       modules_to_save=to_save or None, task_type="CAUSAL_LM")
     if _opt(cfg, "gradient_checkpointing"):
         model.enable_input_require_grads()  # frozen embeddings + checkpointing would cut the graph
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # LoRA A init from the run's seed
-        # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`: noise for our users, not theirs to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with torch.random.fork_rng(devices=[]), quiet_peft_warnings():  # LoRA A init from the run's seed
         torch.manual_seed(int(_opt(cfg, "seed")))
         return get_peft_model(model, lora)
+
+
+@contextlib.contextmanager
+def quiet_peft_warnings():
+    """peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`: noise for our users, not theirs to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
