@@ -110,4 +110,6 @@ def format_timings(seconds: dict[str, float]) -> str:
 def _say(msg: str) -> None:
     import sys
 
-    print(f"[vlmdpo] {msg}", file=sys.stderr, flush=True)
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"[vlmdpo] {msg}", file=sys.stderr)  # above an active progress bar, not through it

@@ -15,9 +15,13 @@ def main() -> None:
     from vlmdpo.train.loop import run_training
 
     values, out = json.loads(sys.argv[1]), sys.argv[2]
-    res = run_training(load_config(None, values), echo=lambda _m: None)
+    said: list[str] = []
+    res = run_training(load_config(None, values), echo=said.append)
+    rank = PartialState().process_index
     weights = {n: p.detach().cpu() for n, p in res.model.named_parameters() if p.requires_grad}
-    torch.save(weights, f"{out}/rank{PartialState().process_index}.pt")
+    torch.save(weights, f"{out}/rank{rank}.pt")
+    with open(f"{out}/rank{rank}.log", "w") as fh:
+        fh.write("\n".join(said) + "\n")
 
 
 if __name__ == "__main__":

@@ -174,8 +174,14 @@ def plain_logps(batch_logps, family, model, batch):
 def choose_collate(cfg, bundle, acc, say: Say):
     """The fast layout (vision once, shared prefix, completion-only logits) when any fast path is on,
     else the plain one. `batch_logps` dispatches on the batch type, so nothing else changes.
-    The fast forward calls the model's parts directly, bypassing DDP/FSDP's forward hooks that
-    synchronise gradients, so several processes use the plain path (each equal in value)."""
+
+    Under DDP the fast forward still goes through the wrapped model once per step; the pieces it
+    runs beside that call (the vision encoder for a shared image, the LM head at completion
+    positions) use parameters that are also in that call's graph, so each gradient is reduced once
+    (tests/train/test_distributed.py). FSDP and DeepSpeed gather sharded parameters only inside
+    the wrapped forward, so those pieces would see shards: they use the plain layout."""
+    from accelerate.utils import DistributedType
+
     from vlmdpo.collate import collate
     from vlmdpo.collate_shared import FastOptions, collate_shared
     from vlmdpo.model.fast.forward import resolve_options
@@ -184,7 +190,9 @@ def choose_collate(cfg, bundle, acc, say: Say):
     wanted = options.share_vision or options.shared_prefix or options.completion_only_logits or options.padding_free
     if not wanted:
         return collate
-    if acc.num_processes > 1:
-        say("fast paths are off with several processes (plain layout; same values, slower)")
+    if acc.num_processes > 1 and acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        say(f"fast paths are off under {acc.distributed_type.value} (plain layout; same values, slower)")
         return collate
+    on = [k for k in ("share_vision", "shared_prefix", "completion_only_logits", "padding_free") if getattr(options, k)]
+    say(f"fast paths: {', '.join(on)}")
     return partial(collate_shared, options=options)
