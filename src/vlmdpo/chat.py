@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from vlmdpo.errors import FixableError
 from vlmdpo.infer import (GenerationSettings, InferenceModel, generate, load_for_inference, read_train_config,
                           user_message)
 
 HELP = "commands: /image PATH (attach to your next message), /reset (forget the conversation), /quit"
 
 
-class ChatError(ValueError):
+class ChatError(FixableError):
     """Bad chat input (an image that cannot be used, a prompt missing); the message says how to fix it."""
 
 

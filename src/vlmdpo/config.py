@@ -15,6 +15,7 @@ from typing import Any, Literal, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from vlmdpo.errors import FixableError
 from vlmdpo.losses import LOSS_TYPES, needs_reference
 
 # transformers schedulers that need no extra arguments
@@ -25,7 +26,7 @@ LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "lora_mod
 DEFAULT_LR = {"lora": 5e-5, "qlora": 5e-5, "full": 5e-6}
 
 
-class ConfigError(ValueError):
+class ConfigError(FixableError):
     """A bad config: the message is meant for the user as is."""
 
 

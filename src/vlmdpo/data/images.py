@@ -45,7 +45,7 @@ class ImageSpecError(FixableError):
         return self.message
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(FixableError):
     """An image could not be read or decoded; the message names the image and the reason."""
 
 

@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vlmdpo.errors import FixableError
 from vlmdpo.types import ImageRef, Message, PreferenceRecord, RowError
 
 HTML_MAX_SIDE = 768
 
 
-class RowNotFound(ValueError):
+class RowNotFound(FixableError):
     """The asked-for row does not exist, or holds no valid record."""
 
 

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from vlmdpo.errors import FixableError
 from vlmdpo.eval.generate import generate_answers, grade_answers, grounded_accuracy, truth_of
 from vlmdpo.eval.preference import encode_records, pair_logps, preference_metrics
 from vlmdpo.eval.report import Example, write_report
@@ -24,7 +25,7 @@ TARGET_REWARD_ACCURACY = 0.90
 TARGET_GROUNDED_GAIN = 0.30
 
 
-class EvalError(ValueError):
+class EvalError(FixableError):
     """Evaluation cannot run as asked; the message says what to pass instead."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from vlmdpo.errors import FixableError
+
 # How one vision key is stacked across rows:
 #   "cat"  - concatenate along dim 0 (flat patch lists, per-image tensors, grid sizes)
 #   "pad1" - pad dim 1 with zeros to the batch maximum, then concatenate (Idefics3 tiles per
@@ -167,7 +169,7 @@ ADAPTERS: dict[str, FamilyAdapter] = {
 FAMILY_NAMES = tuple(ADAPTERS)
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(FixableError):
     pass
 
 
