@@ -58,3 +58,15 @@ def test_quickstart_is_listed_first_in_help(argv, capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert out.index("quickstart") < out.index("train")
+
+
+def test_examples_quickstart_is_the_packaged_recipe():
+    from pathlib import Path
+
+    from vlmdpo.config import load_config
+    from vlmdpo.quickstart import recipe_path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "quickstart.yaml"
+    assert example.read_text() == recipe_path().read_text()
+    cfg = load_config(example)
+    assert cfg.dataset == "runs/demo/train.jsonl" and cfg.output_dir == "runs/quickstart/model"
