@@ -185,3 +185,24 @@ def test_full_model_answers_coherently(tmp_path):
     enc = processor(text=[processor.apply_chat_template(msgs, add_generation_prompt=True)], return_tensors="pt")
     out = model.generate(**enc, max_new_tokens=12, do_sample=False)
     assert "Paris" in processor.tokenizer.decode(out[0, enc["input_ids"].shape[1]:])
+
+
+def test_sincos_code_tells_every_patch_apart_by_row_and_column():
+    code = builtin.sincos_2d(6, 80)
+    assert code.shape == (36, 80)
+    assert len({tuple(r.tolist()) for r in code}) == 36  # every position has its own code
+    rows, cols = code[:, :40].reshape(6, 6, 40), code[:, 40:].reshape(6, 6, 40)
+    assert torch.equal(rows[2, 0], rows[2, 5]) and not torch.equal(rows[2, 0], rows[3, 0])  # first half: the row
+    assert torch.equal(cols[0, 4], cols[5, 4]) and not torch.equal(cols[0, 4], cols[0, 3])  # second half: the column
+    assert code.abs().max() <= 1.0
+
+
+def test_position_embeddings_carry_the_code_in_the_free_channels(built):
+    _, model, _ = built
+    emb = model.model.vision_model.embeddings.position_embedding.weight.detach()
+    first = 3 * builtin.dct_basis(SMALL.patch_size, SMALL.dct_order).shape[0]
+    side = SMALL.image_size // SMALL.patch_size
+    want = SMALL.position_code * builtin.sincos_2d(side, emb.shape[1] - first)
+    assert SMALL.position_code > 0
+    torch.testing.assert_close(emb[:, first:], want)
+    assert emb[:, :first].abs().max() < 0.2  # the DCT channels keep the small random init
