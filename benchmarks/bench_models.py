@@ -211,3 +211,17 @@ def param_split(model) -> dict[str, int]:
     return {"total": total, "language": n_lm + (0 if tied else head.weight.numel()),
             "embedding": emb.weight.numel(), "head": head.weight.numel(), "lm_nonembedding": n_lm - emb.weight.numel(),
             "vision": total - n_lm - (0 if tied else head.weight.numel())}
+
+
+def setup_side(a, torch):
+    """What both sides of a run start from: the clock, the model on its device, its processor,
+    the parameter split and the FLOPs config."""
+    from bench_common import Clock, flops_config
+
+    clock = Clock(torch)
+    dtype = torch.bfloat16 if a.bf16 else torch.float32
+    model = build_model(a.model, dtype=dtype, device="cuda" if clock.cuda else "cpu", attn_implementation=a.attn,
+                        seed=a.seed)
+    processor = build_processor(a.model)
+    split = param_split(model)
+    return clock, model, processor, split, flops_config(model, split)

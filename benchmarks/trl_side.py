@@ -13,8 +13,8 @@ import copy
 import tempfile
 import time
 
-from bench_common import Clock, device_info, flops_config, peak_tflops, summarize
-from bench_models import SPECS, build_model, build_processor, param_split
+from bench_common import device_info, peak_tflops, summarize
+from bench_models import SPECS, setup_side
 
 
 def image_patches(inputs: dict, config) -> int:
@@ -57,14 +57,8 @@ def run(a, rows) -> dict:
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    clock = Clock(torch)
+    clock, model, processor, split, fcfg = setup_side(a, torch)
     cuda = clock.cuda
-    dtype = torch.bfloat16 if a.bf16 else torch.float32
-    model = build_model(a.model, dtype=dtype, device="cuda" if cuda else "cpu", attn_implementation=a.attn,
-                        seed=a.seed)
-    processor = build_processor(a.model)
-    split = param_split(model)
-    fcfg = flops_config(model, split)
     ref_model = None
     peft_config = None
     if a.mode == "full":

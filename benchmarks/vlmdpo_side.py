@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from contextlib import nullcontext
 
-from bench_common import Clock, device_info, flops_config, peak_tflops, summarize
-from bench_models import build_model, build_processor, param_split
+from bench_common import device_info, peak_tflops, summarize
+from bench_models import setup_side
 from trl_side import image_patches
 
 
@@ -67,14 +67,8 @@ def run(a, rows) -> dict:
     from vlmdpo.model.fast import fast_batch_logps
     from vlmdpo.model.logps import batch_logps
 
-    clock = Clock(torch)
+    clock, model, processor, split, fcfg = setup_side(a, torch)
     cuda = clock.cuda
-    dtype = torch.bfloat16 if a.bf16 else torch.float32
-    model = build_model(a.model, dtype=dtype, device="cuda" if cuda else "cpu", attn_implementation=a.attn,
-                        seed=a.seed)
-    processor = build_processor(a.model)
-    split = param_split(model)
-    fcfg = flops_config(model, split)
     policy, reference, family = prepare(a, model)
     policy.train()
     tok = processor.tokenizer
