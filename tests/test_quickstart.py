@@ -43,6 +43,27 @@ def test_quickstart_runs_all_steps_and_records_them(tmp_path):
     steps = [json.loads(x)["step"] for x in (tmp_path / "qs" / "model" / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 2
 
+    # a second run over the same folder reuses the data and trains afresh
+    msgs.clear()
+    again = run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 8, "n_val": 4, "n_test": 8}, progress=False,
+                           echo=msgs.append,
+                           overrides={"model_name_or_path": "tiny:idefics3", "max_steps": 2, "eval_steps": 1,
+                                      "max_length": 512, "progress_bar": False, "learning_rate": 1e-3})
+    assert any(m.startswith("reused train 8") for m in msgs)
+    rows = [json.loads(x) for x in (tmp_path / "qs" / "model" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == steps  # the old run's rows were replaced, not appended to
+    assert again.summary["models"]["tuned"]["preference"] == res.summary["models"]["tuned"]["preference"]
+
+
+def test_unknown_builtin_model_is_a_clear_error_before_training(tmp_path):
+    from vlmdpo.model.builtin import BuiltinModelError
+    from vlmdpo.quickstart import run_quickstart
+
+    with pytest.raises(BuiltinModelError, match="unknown built-in model"):
+        run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 4, "n_val": 0, "n_test": 4}, progress=False,
+                       echo=lambda _m: None, overrides={"model_name_or_path": "builtin:giant"})
+    assert not (tmp_path / "qs" / "model").exists()
+
 
 def test_cli_rejects_a_bad_override_before_doing_any_work(tmp_path, capsys):
     rc = main(["quickstart", "-o", str(tmp_path / "qs"), "max_step=3"])
