@@ -54,10 +54,10 @@ def run_quickstart(out: str | Path = "runs/quickstart", *, overrides: Sequence[s
     """
     from vlmdpo.demo_data import make_demo_data
     from vlmdpo.eval.run import run_eval
-    from vlmdpo.model.builtin import builtin_path
+    from vlmdpo.model.builtin import builtin_path, say_progress
     from vlmdpo.train.loop import run_training
 
-    say = echo or _say
+    say = echo or say_progress
     out = Path(out).expanduser()
     cfg = quickstart_config(out, overrides)  # a bad override fails here, before any work
     seconds: dict[str, float] = {}
@@ -105,11 +105,3 @@ def format_timings(seconds: dict[str, float]) -> str:
     parts = [f"{name} {seconds[name]:.0f} s" for name in STEPS if name in seconds]
     total = seconds.get("total")
     return ", ".join(parts) + (f"; total {total / 60:.1f} min" if total is not None else "")
-
-
-def _say(msg: str) -> None:
-    import sys
-
-    from tqdm.auto import tqdm
-
-    tqdm.write(f"[vlmdpo] {msg}", file=sys.stderr)  # above an active progress bar, not through it

@@ -259,8 +259,9 @@ def dct_basis(patch: int, order: int):
     return torch.stack([torch.outer(one_d(u), one_d(v)) for u, v in pairs]).float()
 
 
-def _init_patch_filters(vlm, spec: NanoSpec) -> None:
-    """Seed the patch embedding with fixed low-frequency DCT filters per colour channel (as JPEG does).
+def _init_patch_filters(vlm, spec: NanoSpec) -> int:
+    """Seed the patch embedding with fixed low-frequency DCT filters per colour channel (as JPEG does);
+    returns how many of the first channels hold them.
 
     A random patch filter mixes colour with exact pixel layout, so "red" is a different vector
     for every shape and offset and a few hundred preference pairs cannot teach the tower
@@ -290,6 +291,7 @@ def _init_patch_filters(vlm, spec: NanoSpec) -> None:
             w[c * n:(c + 1) * n, c] = basis * (spec.pixel_scale / spec.patch_size)
         if conv.bias is not None:
             conv.bias[: 3 * n].zero_()
+    return 3 * n
 
 
 def sincos_2d(side: int, channels: int):
@@ -311,8 +313,9 @@ def sincos_2d(side: int, channels: int):
     return out.float()
 
 
-def _init_position_code(vlm, spec: NanoSpec) -> None:
-    """Write `spec.position_code` x a 2-D sin-cos code into the position embeddings' free channels.
+def _init_position_code(vlm, spec: NanoSpec, first: int) -> None:
+    """Write `spec.position_code` x a 2-D sin-cos code into the position embeddings' channels from
+    `first` on (those the DCT filters leave free).
 
     Answers about *where* a shape is need each image token to say where it came from; the random
     init (std 0.02) says nothing a few hundred pairs can find. Generic, like the DCT filters."""
@@ -321,7 +324,6 @@ def _init_position_code(vlm, spec: NanoSpec) -> None:
     import torch
 
     emb = vlm.model.vision_model.embeddings.position_embedding.weight  # [patches, hidden]
-    first = 3 * dct_basis(spec.patch_size, spec.dct_order).shape[0] if spec.dct_order > 0 else 0
     side = spec.image_size // spec.patch_size
     with torch.no_grad():
         emb[:, first:] = spec.position_code * sincos_2d(side, emb.shape[1] - first)
@@ -341,8 +343,7 @@ def _build_into(folder: Path, spec: NanoSpec, progress) -> None:
     torch.manual_seed(spec.seed)  # the vision tower's random init is part of the model's identity
     vlm = Idefics3ForConditionalGeneration(cfg).to(torch.float32)
     _graft_text_weights(vlm, lm, spec)
-    _init_patch_filters(vlm, spec)
-    _init_position_code(vlm, spec)
+    _init_position_code(vlm, spec, first=_init_patch_filters(vlm, spec))
     vlm.generation_config.eos_token_id = 2
     vlm.generation_config.pad_token_id = 2
     vlm.generation_config.bos_token_id = 1
@@ -362,7 +363,7 @@ def ensure_nano_smolvlm(spec: NanoSpec | None = None, *, cache_dir: str | Path |
     folder = root / "models" / f"nano-smolvlm-{spec.key()}"
     if (folder / INFO_FILE).is_file() and not rebuild:
         return folder
-    say = progress or _say
+    say = progress or say_progress
     gguf_path()  # fail early, before any work, when the package is missing
     try:
         root.joinpath("models").mkdir(parents=True, exist_ok=True)
@@ -415,10 +416,13 @@ def builtin_path(name: str, **kwargs) -> Path:
     return ensure_nano_smolvlm(**kwargs)
 
 
-def _say(msg: str) -> None:
+def say_progress(msg: str) -> None:
+    """A "[vlmdpo] ..." line on stderr, above an active progress bar rather than through it."""
     import sys
 
-    print(f"[vlmdpo] {msg}", file=sys.stderr, flush=True)
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"[vlmdpo] {msg}", file=sys.stderr)
 
 
 def with_spec(**changes) -> NanoSpec:

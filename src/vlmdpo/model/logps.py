@@ -20,7 +20,7 @@ def batch_logps(model, batch: Batch, *, family: Any = None) -> LogpPair:
         from vlmdpo.model.fast.forward import fast_batch_logps
 
         return fast_batch_logps(model, batch, family=family)
-    inputs = _on_device(batch.model_inputs, _device(model), _float_dtype(model))
+    inputs = to_model(batch.model_inputs, _device(model), _float_dtype(model))
     mask = batch.completion_mask.to(inputs["input_ids"].device)
     logits = model(**inputs, use_cache=False).logits
     per_token = token_logps(logits, inputs["input_ids"], mask)
@@ -68,8 +68,9 @@ def _float_dtype(model) -> torch.dtype | None:
     return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
 
 
-def _on_device(inputs: dict[str, Any], device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Batch tensors on the model's device; pixel values in the model's dtype (bf16 towers)."""
+def to_model(inputs: dict[str, Any], device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Batch tensors on the model's device; floating ones (pixel values) in the model's dtype (bf16
+    towers). The plain and the fast path both move their inputs with this."""
     out = {}
     for k, v in inputs.items():
         if isinstance(v, torch.Tensor):

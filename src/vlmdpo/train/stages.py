@@ -187,12 +187,11 @@ def choose_collate(cfg, bundle, acc, say: Say):
     from vlmdpo.model.fast.forward import resolve_options
 
     options = resolve_options(FastOptions.from_config(cfg), bundle.model)
-    wanted = options.share_vision or options.shared_prefix or options.completion_only_logits or options.padding_free
-    if not wanted:
+    on = [k for k in ("share_vision", "shared_prefix", "completion_only_logits", "padding_free") if getattr(options, k)]
+    if not on:
         return collate
     if acc.num_processes > 1 and acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         say(f"fast paths are off under {acc.distributed_type.value} (plain layout; same values, slower)")
         return collate
-    on = [k for k in ("share_vision", "shared_prefix", "completion_only_logits", "padding_free") if getattr(options, k)]
     say(f"fast paths: {', '.join(on)}")
     return partial(collate_shared, options=options)

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import torch
 
 from vlmdpo.collate_shared import SharedBatch
+from vlmdpo.model.logps import to_model
 
 PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "pixel_values_videos")
 # Inner-model attributes that hold the language model; everything else under the inner model
@@ -183,16 +184,6 @@ def batch_vision_features(model: Any, batch: SharedBatch, device: torch.device |
         feats = encode_vision(model, batch.vision_unique, device, dtype)
         return repeat_features(feats) if feats else None
     return encode_vision(model, batch.vision, device, dtype) if batch.vision else None
-
-
-def to_model(values: dict[str, Any], device: torch.device, dtype: torch.dtype | None) -> dict[str, Any]:
-    """Tensors on `device`; floating ones (pixel values) in the model's dtype, as the plain path does."""
-    out = {}
-    for k, v in values.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, dtype=dtype if (dtype is not None and v.is_floating_point()) else None)
-        out[k] = v
-    return out
 
 
 def forward_vision_kwargs(batch: SharedBatch, features: dict[str, Any] | None, device: torch.device,
