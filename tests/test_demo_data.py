@@ -196,3 +196,9 @@ def test_default_training_split_mixes_both_contrasts_and_held_out_splits_do_not(
     ds = dd.make_demo_data(tmp_path, n_train=40, n_val=8, n_test=8, progress=False)
     contrast = {s: {json.loads(x)["contrast"] for x in ds.files[s].read_text().splitlines()} for s in dd.SPLITS}
     assert contrast == {"train": {"answer", "image"}, "val": {"answer"}, "test": {"answer"}}
+
+
+def test_bad_image_contrast_share_fails_before_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"train_image_contrast \(--train-image-contrast\) must be between 0 and 1"):
+        dd.make_demo_data(tmp_path / "d", train_image_contrast=1.5, progress=False)
+    assert not (tmp_path / "d").exists()

@@ -316,6 +316,9 @@ def make_demo_data(out_dir: str | Path, *, n_train: int = 800, n_val: int = 64, 
     for split, n in counts.items():
         if n < 0:
             raise ValueError(f"demo data: {split} size must be >= 0, got {n}")
+    if not 0.0 <= train_image_contrast <= 1.0:  # checked before anything is written
+        raise ValueError(f"demo data: train_image_contrast (--train-image-contrast) must be between 0 and 1, "
+                         f"got {train_image_contrast}")
     if image_size < 3 * GRID * 4:
         raise ValueError(f"demo data: image_size {image_size} is too small; use at least {3 * GRID * 4}")
     manifest = {"version": DEMO_VERSION, "seed": seed, "image_size": image_size, "counts": counts, "kinds": list(kinds),
