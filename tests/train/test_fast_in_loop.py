@@ -20,7 +20,7 @@ def _run(tmp_path, name, monkeypatch, **overrides):
         kinds.append(type(step.batch).__name__)
         return real(step, device)
 
-    monkeypatch.setattr("vlmdpo.train.loop.to_device", spy)
+    monkeypatch.setattr("vlmdpo.train.run.to_device", spy)
     monkeypatch.setattr("vlmdpo.train.step.to_device", spy)
     cfg = tiny_config(tmp_path / name, SAMPLE_IMAGES, model_name_or_path="tiny:qwen2_vl", max_steps=3,
                       learning_rate=1e-2, **overrides)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from vlmdpo.errors import FixableError
+from vlmdpo.model.builtin_codes import dct_basis, sincos_2d
 
 BUILDER_VERSION = 3
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -243,22 +244,6 @@ def _graft_text_weights(vlm, lm, spec: NanoSpec) -> None:
         proj.copy_(torch.randn(proj.shape, generator=gen) * (token_rms / (gain * fan_in ** 0.5)))
 
 
-def dct_basis(patch: int, order: int):
-    """Orthonormal 2-D DCT-II basis images [n, patch, patch] with u + v < order, low frequencies first."""
-    import math
-
-    import torch
-
-    k = torch.arange(patch, dtype=torch.float64)
-
-    def one_d(u: int):
-        scale = math.sqrt(1 / patch) if u == 0 else math.sqrt(2 / patch)
-        return scale * torch.cos(math.pi * (2 * k + 1) * u / (2 * patch))
-
-    pairs = sorted(((u, v) for u in range(order) for v in range(order) if u + v < order), key=lambda t: (sum(t), t))
-    return torch.stack([torch.outer(one_d(u), one_d(v)) for u, v in pairs]).float()
-
-
 def _init_patch_filters(vlm, spec: NanoSpec) -> int:
     """Seed the patch embedding with fixed low-frequency DCT filters per colour channel (as JPEG does);
     returns how many of the first channels hold them.
@@ -292,25 +277,6 @@ def _init_patch_filters(vlm, spec: NanoSpec) -> int:
         if conv.bias is not None:
             conv.bias[: 3 * n].zero_()
     return 3 * n
-
-
-def sincos_2d(side: int, channels: int):
-    """[side*side, channels] fixed 2-D sin-cos position code (MAE): half the channels encode the
-    row, half the column, each as sin/cos pairs over geometric frequencies; raster order."""
-    import torch
-
-    k = channels // 4
-    omega = 1.0 / (10000 ** (torch.arange(k, dtype=torch.float64) / max(k, 1)))
-    grid = torch.arange(side, dtype=torch.float64)
-    rows, cols = torch.meshgrid(grid, grid, indexing="ij")
-
-    def code(pos):
-        angles = pos.reshape(-1, 1) * omega.reshape(1, -1)
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    out = torch.zeros(side * side, channels, dtype=torch.float64)
-    out[:, : 4 * k] = torch.cat([code(rows), code(cols)], dim=1)
-    return out.float()
 
 
 def _init_position_code(vlm, spec: NanoSpec, first: int) -> None:

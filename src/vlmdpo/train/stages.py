@@ -1,16 +1,16 @@
-"""The stages around the step loop: data, fit check, reference source, final save."""
+"""What `setup` (run.py) assembles a run from: records, the fit check, the batch layout, the reference."""
 from __future__ import annotations
 
-from functools import partial
-
 import sys
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from vlmdpo.train.data import EncodedPairs, fit_check, split_validation, summarize_dropped, write_dropped
-from vlmdpo.train.refcache import RefCache, cache_key, compute_ref_cache, default_cache_dir
+from vlmdpo.train.refcache import RefCache, compute_ref_cache
 from vlmdpo.train.schedule import shard
 from vlmdpo.train.step import RefSource, TrainingError
 
@@ -27,29 +27,28 @@ def _source(value: str | list[str]) -> Any:
     return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
-def load_records(cfg, out: Path, say: Say, *, is_main: bool) -> tuple[list, list]:
-    """Training and evaluation records: eval_dataset if given, else a seeded val_size split."""
+def load_records(dataset: str | list[str], eval_dataset: str | list[str] | None, *, val_size: float, seed: int,
+                 read: dict[str, Any], out: Path, say: Say, is_main: bool) -> tuple[list, list]:
+    """Training and evaluation records: eval_dataset if given, else a seeded val_size split.
+    `read` holds load_preferences' reading options (format, image_root, on_invalid, ...)."""
     from vlmdpo.data.load import load_preferences
 
-    kw = dict(format=cfg.format, image_root=cfg.image_root, allow_remote_images=cfg.allow_remote_images,
-              on_invalid=cfg.on_invalid, check_images=cfg.check_images)
-
     def rejected_path(name: str) -> Path | None:  # one writer, or processes would interleave lines
-        return out / name if cfg.on_invalid == "skip" and is_main else None
+        return out / name if read.get("on_invalid") == "skip" and is_main else None
 
-    res = load_preferences(_source(cfg.dataset), rejected_rows_path=rejected_path("rejected_rows.jsonl"), **kw)
+    res = load_preferences(_source(dataset), rejected_rows_path=rejected_path("rejected_rows.jsonl"), **read)
     say(f"train data: {res.summary()} ({', '.join(f'{k}: {v}' for k, v in res.formats.items())})")
     if res.n_skipped:
         say(f"  skipped rows are listed with their reasons in {out / 'rejected_rows.jsonl'}")
     train, evals = res.records, []
-    if cfg.eval_dataset:
-        ev = load_preferences(_source(cfg.eval_dataset), rejected_rows_path=rejected_path("rejected_rows_eval.jsonl"),
-                              **kw)
+    if eval_dataset:
+        ev = load_preferences(_source(eval_dataset), rejected_rows_path=rejected_path("rejected_rows_eval.jsonl"),
+                              **read)
         say(f"eval data: {ev.summary()}")
         evals = ev.records
-    elif cfg.val_size:
-        train, evals = split_validation(train, cfg.val_size, cfg.seed)
-        say(f"val_size {cfg.val_size}: {len(train)} train / {len(evals)} eval pairs")
+    elif val_size:
+        train, evals = split_validation(train, val_size, seed)
+        say(f"val_size {val_size}: {len(train)} train / {len(evals)} eval pairs")
     if not train:
         raise TrainingError("no valid training pairs: every row was rejected (see the messages above)")
     return train, evals
@@ -93,38 +92,50 @@ def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Sa
     return keeps[0], keeps[1], all_dropped
 
 
-def reference_sources(cfg, bundle, train_ds: EncodedPairs, eval_ds: EncodedPairs, loader_for, acc, say: Say,
-                      result) -> tuple[RefSource, RefSource]:
-    """Reference log-probs: none (reference-free losses), live from the reference model, or
-    precomputed once and cached on disk (then a full fine-tuning run frees its frozen copy)."""
-    if not cfg.needs_reference:
-        return RefSource(), RefSource()
-    from vlmdpo.model.reference import make_reference
+@dataclass
+class RefCacheUse:
+    """Where the training split's precomputed reference log-probs live, and whether they were reused."""
 
-    reference = make_reference(bundle, cfg)
-    if reference is not None and getattr(reference, "kind", "") == "frozen_copy":
+    path: Path
+    reused: bool
+
+
+@dataclass
+class References:
+    train: RefSource
+    eval: RefSource
+    cache: RefCacheUse | None = None
+
+
+def reference_sources(reference, train_ds: EncodedPairs, eval_ds: EncodedPairs, eval_batches, acc, say: Say, *,
+                      cache_dir: Path | None, key_of: Callable[[EncodedPairs], str]) -> References:
+    """Reference log-probs: none (reference-free losses: `reference` is None), live from the
+    reference model, or, with a `cache_dir`, precomputed once and cached on disk under the key
+    `key_of(dataset)` (a full fine-tuning run then frees its frozen copy)."""
+    if reference is None:
+        return References(RefSource(), RefSource())
+    if getattr(reference, "kind", "") == "frozen_copy":
         reference.model.to(acc.device)
-    if not cfg.precompute_ref_log_probs:
-        return RefSource(reference), RefSource(reference)
-    folder = default_cache_dir(cfg.output_dir, cfg.ref_cache_dir)
+    if cache_dir is None:
+        return References(RefSource(reference), RefSource(reference))
+    used: list[RefCacheUse] = []
 
     def cached(ds: EncodedPairs, split: str) -> RefCache | None:
         if not len(ds):
             return None
-        path = folder / f"ref-{cache_key(cfg, bundle.processor, ds.records, ds.keep)}.pt"
-        if split == "train":
-            result.ref_cache_path = path
+        path = cache_dir / f"ref-{key_of(ds)}.pt"
         if path.is_file():
             say(f"reference log-probs ({split}): reusing {path}")
-            result.ref_cache_reused = True
+            used.append(RefCacheUse(path, reused=True))
             return RefCache.load(path)
+        used.append(RefCacheUse(path, reused=False))
         say(f"reference log-probs ({split}): computing for {len(ds)} pairs")
 
         def ref_logps(batch):
             with torch.no_grad():
                 return reference.logps(batch)
 
-        cache = compute_ref_cache(range(len(ds)), lambda pos: loader_for(ds, pos), ref_logps, len(ds), acc)
+        cache = compute_ref_cache(range(len(ds)), lambda pos: eval_batches(ds, pos), ref_logps, len(ds), acc)
         if acc.is_main_process:
             cache.save(path)
             say(f"  cached in {path}")
@@ -132,25 +143,8 @@ def reference_sources(cfg, bundle, train_ds: EncodedPairs, eval_ds: EncodedPairs
         return cache
 
     train_cache, eval_cache = cached(train_ds, "train"), cached(eval_ds, "eval")
-    return RefSource(cache=train_cache), RefSource(cache=eval_cache)
-
-
-def save_final(acc, model, bundle, cfg, out: Path, say: Say) -> None:
-    """The trained model (LoRA adapter, or full weights) with its processor and the config used."""
-    import yaml
-
-    acc.wait_for_everyone()
-    unwrapped = acc.unwrap_model(model)
-    state_dict = None if bundle.is_peft else acc.get_state_dict(model)  # every process: FSDP gathers here
-    if acc.is_main_process:
-        if bundle.is_peft:
-            unwrapped.save_pretrained(str(out))
-        else:
-            unwrapped.save_pretrained(str(out), state_dict=state_dict)
-        bundle.processor.save_pretrained(str(out))
-        (out / "vlmdpo_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False), encoding="utf-8")
-        say(f"saved the {'LoRA adapter' if bundle.is_peft else 'model'} and processor to {out}")
-    acc.wait_for_everyone()
+    cache = RefCacheUse(used[0].path, reused=any(u.reused for u in used)) if train_cache is not None else None
+    return References(RefSource(cache=train_cache), RefSource(cache=eval_cache), cache)
 
 
 def early_stopping(state, eval_loss: float, patience: int | None) -> bool:
@@ -167,13 +161,9 @@ def epoch_float(state, batches_per_epoch: int) -> float:
     return state.epoch + state.batch_in_epoch / max(batches_per_epoch, 1)
 
 
-def plain_logps(batch_logps, family, model, batch):
-    return batch_logps(model, batch, family=family)
-
-
-def choose_collate(cfg, bundle, acc, say: Say):
-    """The fast layout (vision once, shared prefix, completion-only logits) when any fast path is on,
-    else the plain one. `batch_logps` dispatches on the batch type, so nothing else changes.
+def choose_layout(cfg, bundle, acc, say: Say) -> tuple[Callable, Callable]:
+    """(collate_fn, logps_fn): the fast layout (vision once, shared prefix, completion-only logits)
+    when any fast path is on, else the plain one.
 
     Under DDP the fast forward still goes through the wrapped model once per step; the pieces it
     runs beside that call (the vision encoder for a shared image, the LM head at completion
@@ -186,12 +176,19 @@ def choose_collate(cfg, bundle, acc, say: Say):
     from vlmdpo.collate_shared import FastOptions, collate_shared
     from vlmdpo.model.fast.forward import resolve_options
 
+    from vlmdpo.model.logps import batch_logps
+
+    logps_fn = partial(_logps, batch_logps, bundle.family)
     options = resolve_options(FastOptions.from_config(cfg), bundle.model)
     on = [k for k in ("share_vision", "shared_prefix", "completion_only_logits", "padding_free") if getattr(options, k)]
     if not on:
-        return collate
+        return collate, logps_fn
     if acc.num_processes > 1 and acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         say(f"fast paths are off under {acc.distributed_type.value} (plain layout; same values, slower)")
-        return collate
+        return collate, logps_fn
     say(f"fast paths: {', '.join(on)}")
-    return partial(collate_shared, options=options)
+    return partial(collate_shared, options=options), logps_fn
+
+
+def _logps(batch_logps, family, model, batch):
+    return batch_logps(model, batch, family=family)

@@ -1,0 +1,80 @@
+"""`finish(run, progress) -> TrainResult`: the best model restored, the model saved, the record written."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmdpo.train.data import Dropped
+from vlmdpo.train.metrics import read_metrics
+from vlmdpo.train.plot import plot_training_curves
+from vlmdpo.train.run import Progress, Run
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    global_step: int
+    train_metrics: dict[str, float] = field(default_factory=dict)  # last logged training metrics
+    eval_metrics: dict[str, float] = field(default_factory=dict)  # last evaluation (eval_* names)
+    best_eval_loss: float | None = None
+    best_checkpoint: Path | None = None
+    stopped_early: bool = False
+    n_train_pairs: int = 0
+    n_eval_pairs: int = 0
+    dropped: list[Dropped] = field(default_factory=list)
+    ref_cache_path: Path | None = None
+    ref_cache_reused: bool = False
+    plot_path: Path | None = None
+    model: Any = field(default=None, repr=False)  # the trained policy (unwrapped), for use in the same process
+    processor: Any = field(default=None, repr=False)
+
+
+def finish(run: Run, progress: Progress) -> TrainResult:
+    state, acc = run.state, run.acc
+    best = None
+    if run.cfg.early_stopping_patience and state.best_checkpoint and Path(state.best_checkpoint).is_dir():
+        run.say(f"restoring the best model (eval_loss {state.best_eval_loss:.4g}) from {state.best_checkpoint}")
+        acc.load_state(state.best_checkpoint, strict=False)
+        best = Path(state.best_checkpoint)
+    save_final(acc, run.model, is_peft=run.bundle.is_peft, processor=run.bundle.processor,
+               config=run.cfg.model_dump(), out=run.out, say=run.say)
+    result = TrainResult(
+        output_dir=run.out, global_step=state.global_step, train_metrics=progress.train_metrics,
+        eval_metrics=progress.eval_metrics, best_eval_loss=state.best_eval_loss, best_checkpoint=best,
+        stopped_early=progress.stopped_early, n_train_pairs=len(run.train_ds), n_eval_pairs=len(run.eval_ds),
+        dropped=run.dropped, ref_cache_path=run.ref_cache.path if run.ref_cache else None,
+        ref_cache_reused=bool(run.ref_cache and run.ref_cache.reused),
+        model=acc.unwrap_model(run.model), processor=run.bundle.processor)
+    if run.is_main:
+        result.plot_path = plot_training_curves(read_metrics(run.out / "metrics.jsonl"),
+                                                run.out / "training_curves.png")
+        (run.out / "train_results.json").write_text(json.dumps({
+            "global_step": state.global_step, "train": result.train_metrics, "eval": result.eval_metrics,
+            "best_eval_loss": state.best_eval_loss, "stopped_early": result.stopped_early,
+            "pairs_seen": state.pairs_seen, "tokens_seen": state.tokens_seen,
+            "n_train_pairs": result.n_train_pairs, "n_eval_pairs": result.n_eval_pairs,
+            "dropped_pairs": len(result.dropped)}, indent=2, default=str))
+    if run.cfg.report_to:
+        acc.end_training()
+    acc.wait_for_everyone()
+    return result
+
+
+def save_final(acc, model, *, is_peft: bool, processor, config: dict[str, Any], out: Path, say) -> None:
+    """The trained model (LoRA adapter, or full weights) with its processor and the config used."""
+    import yaml
+
+    acc.wait_for_everyone()
+    unwrapped = acc.unwrap_model(model)
+    state_dict = None if is_peft else acc.get_state_dict(model)  # every process: FSDP gathers here
+    if acc.is_main_process:
+        if is_peft:
+            unwrapped.save_pretrained(str(out))
+        else:
+            unwrapped.save_pretrained(str(out), state_dict=state_dict)
+        processor.save_pretrained(str(out))
+        (out / "vlmdpo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        say(f"saved the {'LoRA adapter' if is_peft else 'model'} and processor to {out}")
+    acc.wait_for_everyone()

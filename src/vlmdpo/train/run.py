@@ -1,0 +1,192 @@
+"""`setup(cfg) -> Run`: everything a training run needs, built once, before the first step.
+
+A `Run` holds the accelerator, the model and its reference source, the encoded datasets and how
+to batch them, the optimizer and schedule, the loss settings, the metrics log and the resumable
+state. `fit(run)` (loop.py) only steps through it; `finish(run, ...)` (finish.py) saves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from vlmdpo.losses import RunningMean
+from vlmdpo.train import checkpoint as ckpt
+from vlmdpo.train import stages
+from vlmdpo.train.data import Dropped, EncodedPairs, StepBatch, make_collate, make_loader, to_device
+from vlmdpo.train.metrics import MetricsLog
+from vlmdpo.train.refcache import cache_key, default_cache_dir
+from vlmdpo.train.schedule import StepPlan, build_optimizer, build_scheduler, epoch_batches, plan_steps, shard
+from vlmdpo.train.step import LossSettings, RefSource
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Batching:
+    """How encoded pairs become device-ready batches: the layout's collate, the batch sizes, the workers."""
+
+    collate: Callable[[list], StepBatch]
+    device: Any
+    world_size: int
+    rank: int
+    train_batch_size: int
+    eval_batch_size: int
+    num_workers: int
+    seed: int
+
+    def eval_batches(self, ds: EncodedPairs, positions: list[int]) -> Iterator[StepBatch]:
+        """This process's share of `positions`, in order, on the device."""
+        mine = shard(positions, world_size=self.world_size, rank=self.rank)
+        size = self.eval_batch_size
+        batches = [mine[i:i + size] for i in range(0, len(mine), size)]
+        return (to_device(b, self.device) for b in make_loader(ds, batches, self.collate, self.num_workers))
+
+    def epoch(self, ds: EncodedPairs, epoch: int, skip: int) -> tuple[Iterator[StepBatch], int]:
+        """The seeded shuffle of `epoch` for this process, past its first `skip` micro-batches:
+        (iterator, number of micro-batches left)."""
+        batches = epoch_batches(len(ds), epoch=epoch, seed=self.seed, batch_size=self.train_batch_size,
+                                world_size=self.world_size, rank=self.rank)[skip:]
+        return iter(make_loader(ds, batches, self.collate, self.num_workers)), len(batches)
+
+
+@dataclass
+class Run:
+    cfg: Any  # the TrainConfig: the recipe, saved beside the model
+    out: Path
+    acc: Any  # accelerate.Accelerator
+    say: Say
+    bundle: Any  # ModelBundle: the unwrapped policy, processor, family
+    model: Any  # the policy as prepared by accelerate (DDP-wrapped when distributed)
+    optimizer: Any
+    scheduler: Any
+    plan: StepPlan
+    train_ds: EncodedPairs
+    eval_ds: EncodedPairs
+    batching: Batching
+    logps_fn: Callable
+    train_ref: RefSource
+    eval_ref: RefSource
+    losses: LossSettings
+    metric_keys: list[str]  # every metric the losses report: fixed keys for the cross-process reduce
+    bco: RunningMean
+    log: MetricsLog
+    state: ckpt.TrainState
+    resumed_from: Path | None = None
+    dropped: list[Dropped] = field(default_factory=list)
+    ref_cache: stages.RefCacheUse | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.acc.is_main_process
+
+    def optimizer_steps(self) -> Iterator[tuple[list[StepBatch], bool]]:
+        """(micro-batches of one optimizer step, whether they end the epoch), from `state` onward.
+
+        Reads `state` afresh at each epoch and step, so the caller advances it between yields."""
+        state, accum = self.state, self.cfg.gradient_accumulation_steps
+        while state.global_step < self.plan.total_steps:
+            it, left = self.batching.epoch(self.train_ds, state.epoch, state.batch_in_epoch)
+            while left and state.global_step < self.plan.total_steps:
+                micro = [next(it) for _ in range(min(accum, left))]
+                left -= len(micro)
+                yield micro, left == 0
+
+
+@dataclass
+class Progress:
+    """What fit() saw, for finish(): the last logged and evaluated metrics, and how it ended."""
+
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    evaluated_at: int = -1
+    stopped_early: bool = False
+    last_saved: Path | None = None
+
+
+def setup(cfg, *, echo: Say | None = None) -> Run:
+    """Accelerator, data (with the fit check), model, reference, optimizer, schedule, resume."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    out = Path(cfg.output_dir)
+    precision = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
+    acc = Accelerator(mixed_precision=precision, log_with=cfg.report_to or None, project_dir=str(out),
+                      kwargs_handlers=[DistributedDataParallelKwargs(
+                          find_unused_parameters=bool(cfg.ddp_find_unused_parameters))])
+    main = acc.is_main_process
+    say = (echo or stages.stderr) if main else (lambda _msg: None)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+
+    train_recs, eval_recs = stages.load_records(
+        cfg.dataset, cfg.eval_dataset, val_size=cfg.val_size, seed=cfg.seed, out=out, say=say, is_main=main,
+        read=dict(format=cfg.format, image_root=cfg.image_root, allow_remote_images=cfg.allow_remote_images,
+                  on_invalid=cfg.on_invalid, check_images=cfg.check_images))
+    from vlmdpo.encode import encode_pair
+    from vlmdpo.model.load import load_model
+
+    bundle = load_model(cfg)
+    model = bundle.model
+    model.train()  # from_pretrained returns eval mode
+    if getattr(model, "hf_device_map", None) is None:  # quantized models are placed by their loader
+        model.to(acc.device)  # before the reference precompute, which runs ahead of prepare()
+    if cfg.ddp_find_unused_parameters is None and acc.num_processes > 1 and bundle.is_vlm:
+        acc.ddp_handler.find_unused_parameters = True  # text-only batches leave the projector without grads
+    encode = partial(encode_pair, processor=bundle.processor, family=bundle.family, max_length=cfg.max_length,
+                     truncation=cfg.truncation, image_max_pixels=cfg.image_max_pixels,
+                     image_min_pixels=cfg.image_min_pixels)
+    train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say)
+    train_ds, eval_ds = EncodedPairs(train_recs, train_keep, encode), EncodedPairs(eval_recs, eval_keep, encode)
+
+    collate_fn, logps_fn = stages.choose_layout(cfg, bundle, acc, say)
+    batching = Batching(make_collate(collate_fn, pad_token_id=bundle.pad_token_id, family=bundle.family),
+                        device=acc.device, world_size=acc.num_processes, rank=acc.process_index,
+                        train_batch_size=cfg.per_device_train_batch_size,
+                        eval_batch_size=cfg.per_device_eval_batch_size, num_workers=cfg.dataloader_num_workers,
+                        seed=cfg.seed)
+    reference = None
+    if cfg.needs_reference:
+        from vlmdpo.model.reference import make_reference
+
+        reference = make_reference(bundle, cfg)
+    refs = stages.reference_sources(
+        reference, train_ds, eval_ds, batching.eval_batches, acc, say,
+        cache_dir=default_cache_dir(cfg.output_dir, cfg.ref_cache_dir) if cfg.precompute_ref_log_probs else None,
+        key_of=lambda ds: cache_key(cfg, bundle.processor, ds.records, ds.keep))
+
+    plan = plan_steps(len(train_ds), batch_size=cfg.per_device_train_batch_size, world_size=acc.num_processes,
+                      grad_accum=cfg.gradient_accumulation_steps, num_train_epochs=cfg.num_train_epochs,
+                      max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, warmup_ratio=cfg.warmup_ratio)
+    optimizer = build_optimizer(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, name=cfg.lr_scheduler_type, plan=plan)
+    ckpt.install_trainable_only_hooks(acc, model)
+    model, optimizer = acc.prepare(model, optimizer)
+    # The scheduler is not prepared: accelerate would step it once per process per step.
+    acc.register_for_checkpointing(scheduler)
+
+    state, resumed_from = _resume(acc, cfg.resume_from_checkpoint, out, say)
+    bco = RunningMean()
+    bco.load_state_dict(state.bco_running_mean)
+    if cfg.report_to:
+        acc.init_trackers("vlmdpo", config={k: str(v) for k, v in cfg.model_dump().items()})
+    log = MetricsLog(out / "metrics.jsonl", enabled=main, accelerator=acc, use_trackers=bool(cfg.report_to),
+                     truncate_after_step=state.global_step)
+    losses = LossSettings.from_config(cfg)
+    return Run(cfg=cfg, out=out, acc=acc, say=say, bundle=bundle, model=model, optimizer=optimizer,
+               scheduler=scheduler, plan=plan, train_ds=train_ds, eval_ds=eval_ds, batching=batching,
+               logps_fn=logps_fn, train_ref=refs.train, eval_ref=refs.eval, losses=losses,
+               metric_keys=losses.metric_keys(), bco=bco, log=log, state=state, resumed_from=resumed_from, dropped=dropped, ref_cache=refs.cache)
+
+
+def _resume(acc, value: str | None, out: Path, say: Say) -> tuple[ckpt.TrainState, Path | None]:
+    path = ckpt.resolve_resume(value, out)
+    if path is not None:
+        state = ckpt.load_checkpoint(acc, path)
+        say(f"resumed from {path} at step {state.global_step}")
+        return state, path
+    if value == "auto":
+        say(f"resume_from_checkpoint: auto: no checkpoint in {out}, starting fresh")
+    return ckpt.TrainState(), None
