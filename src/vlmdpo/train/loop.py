@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from vlmdpo.losses import RunningMean
+from vlmdpo.losses import LossSettings, RunningMean
 from vlmdpo.train import checkpoint as ckpt
 from vlmdpo.train import stages
 from vlmdpo.train.data import Dropped, EncodedPairs, make_collate, make_loader, to_device
@@ -21,7 +21,7 @@ from vlmdpo.train.metrics import (MetricsLog, Throughput, WeightedMean, format_p
                                   read_metrics)
 from vlmdpo.train.plot import plot_training_curves
 from vlmdpo.train.schedule import build_optimizer, build_scheduler, epoch_batches, plan_steps, shard
-from vlmdpo.train.step import LossSettings, TrainingError, evaluate, train_step
+from vlmdpo.train.step import TrainingError, evaluate, train_step
 
 
 @dataclass
