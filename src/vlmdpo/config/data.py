@@ -7,11 +7,13 @@ from vlmdpo.config.base import Keys, peer
 
 
 class DataKeys(Keys):
+    """Data: the preference pairs, how they are checked, and where outputs go."""
+
     dataset: str | list[str] | None = peer(None, trl="~dataset_name", llamafactory="dataset")
     """Training pairs: a file, a folder, a Hub dataset name, or a list of those."""
     format: str = "auto"
     """Record format (trl, sharegpt, alpaca, swift, rlaifv, rlhfv; see docs/FORMATS.md); auto detects it per file."""
-    image_root: str | None = peer(None, llamafactory="~media_dir")
+    image_root: str | None = peer(None, llamafactory="media_dir")
     """Folder that relative image paths in the data are resolved against."""
     allow_remote_images: bool = False
     """Allow http(s) image URLs in the data (downloaded with size and time limits)."""

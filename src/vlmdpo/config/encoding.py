@@ -7,6 +7,8 @@ from vlmdpo.config.base import Keys, at_least_one, peer
 
 
 class EncodingKeys(Keys):
+    """Encoding: image resolution, the length limit, and truncation."""
+
     image_max_pixels: int | None = peer(None, llamafactory="image_max_pixels")
     """Images larger than this many pixels are scaled down (keeping aspect); null = the processor's default."""
     image_min_pixels: int | None = peer(None, llamafactory="image_min_pixels")

@@ -5,11 +5,13 @@ from vlmdpo.config.base import Keys, at_least_one, peer
 
 
 class FastKeys(Keys):
+    """Fast paths: used when the model provides them and they apply; each is tested equal to the plain path."""
+
     share_vision: bool = True
     """Run the vision encoder once per pair (and reuse it for the reference when frozen)."""
     shared_prefix: bool = True
     """Put prompt, chosen and rejected in one row so the prompt is computed once."""
-    completion_only_logits: bool = peer(True, trl="~use_logits_to_keep")
+    completion_only_logits: bool = True
     """Compute the LM head on completion positions only, in chunks."""
     padding_free: bool = peer(False, trl="padding_free")
     """Pack several pairs into one row without padding (block-sparse attention with flex_attention)."""

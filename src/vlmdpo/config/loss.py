@@ -10,6 +10,8 @@ from vlmdpo.losses import DEFAULT_BETA, LOSS_TYPES, loss_problems, needs_referen
 
 
 class LossKeys(Keys):
+    """Loss: which preference losses and their parameters (see "Loss types")."""
+
     loss_type: str | list[str] = peer("sigmoid", trl="loss_type", llamafactory="~pref_loss")
     """One loss or a list of losses to sum (see "Loss types" below)."""
     loss_weights: list[float] | None = peer(None, trl="loss_weights")
@@ -22,7 +24,7 @@ class LossKeys(Keys):
     """SimPO's target reward margin."""
     ld_alpha: float | None = peer(None, trl="ld_alpha")
     """LD-DPO: weight in [0, 1] of the completion tokens past the shorter answer's length; null = plain DPO."""
-    rpo_alpha: float | None = peer(None, trl="rpo_alpha", llamafactory="~pref_ftx")
+    rpo_alpha: float | None = peer(None, trl="rpo_alpha (TRL < 1.0)", llamafactory="~pref_ftx")
     """Weight of an extra NLL loss on the chosen answer (RPO); null = none."""
     bco_running_mean: bool = True
     """bco_pair's delta: the running reward mean (BCO paper); false = 0 as in TRL 1.16."""

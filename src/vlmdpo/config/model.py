@@ -7,6 +7,8 @@ from vlmdpo.config.base import Keys, peer
 
 
 class ModelKeys(Keys):
+    """Model: which model to train and how to load it."""
+
     model_name_or_path: str | None = peer(None, trl="model_name_or_path", llamafactory="model_name_or_path")
     """Hub id or local folder of the model to train, or `tiny:<family>` / `builtin:nano-smolvlm`."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = peer("auto", trl="dtype")
@@ -14,7 +16,7 @@ class ModelKeys(Keys):
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None = peer(
         None, trl="attn_implementation", llamafactory="~flash_attn")
     """Attention kernel; null lets transformers choose."""
-    trust_remote_code: bool = peer(False, trl="trust_remote_code", llamafactory="trust_remote_code")
+    trust_remote_code: bool = peer(False, llamafactory="trust_remote_code")
     """Allow model code from the Hub repository to run (only for repositories you trust)."""
 
     def problems(self) -> list[str]:

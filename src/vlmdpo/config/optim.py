@@ -14,6 +14,8 @@ DEFAULT_LR = {"lora": 5e-5, "qlora": 5e-5, "full": 5e-6}
 
 
 class OptimKeys(Keys):
+    """Optimisation: learning rate, schedule, batch sizes, precision, steps."""
+
     learning_rate: float | None = hf(None, "learning_rate")
     """Peak learning rate; null = 5e-5 for lora / qlora, 5e-6 for full."""
     lr_scheduler_type: str = hf("linear", "lr_scheduler_type")

@@ -12,6 +12,8 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 
 
 class RunKeys(Keys):
+    """Logging, evaluation and checkpoints."""
+
     logging_steps: int = hf(10, "logging_steps")
     """Optimizer steps between metric lines (console, metrics.jsonl, trackers)."""
     eval_steps: int | None = hf(None, "eval_steps")
@@ -29,7 +31,7 @@ class RunKeys(Keys):
     precompute_ref_log_probs: bool = peer(False, trl="precompute_ref_log_probs")
     """Compute the reference log-probs once before training and cache them on disk (frees the reference model)."""
     ref_cache_dir: str | None = None
-    """Folder of the reference log-prob cache; null = <parent of output_dir>/.vlmdpo_ref_cache."""
+    """Folder of the reference log-prob cache; null = .vlmdpo_ref_cache beside output_dir."""
     resume_from_checkpoint: str | None = hf(None, "resume_from_checkpoint")
     """Continue a run: auto (or true) = the latest checkpoint in output_dir, or a checkpoint folder."""
 

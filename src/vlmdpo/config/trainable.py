@@ -9,6 +9,8 @@ LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "lora_mod
 
 
 class TrainableKeys(Keys):
+    """What trains: LoRA, QLoRA or all weights, and which parts stay frozen."""
+
     finetuning_type: Literal["lora", "qlora", "full"] = peer("lora", trl="~use_peft", llamafactory="finetuning_type")
     """LoRA adapters, LoRA on a 4-bit quantised model (needs bitsandbytes), or all weights."""
     lora_rank: int = peer(16, trl="lora_r", llamafactory="lora_rank")
