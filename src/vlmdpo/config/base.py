@@ -46,6 +46,8 @@ def closest(word: str, choices: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
-def suggest(word: str, choices: Sequence[str]) -> str:
+def unknown(kind: str, word: str, choices: Sequence[str]) -> str:
+    """"unknown loss 'sigmod' (did you mean 'sigmoid'?); valid: sigmoid, ipo, ..." """
     close = closest(word, choices)
-    return f" (did you mean '{close}'?)" if close else ""
+    hint = f" (did you mean '{close}'?)" if close else ""
+    return f"unknown {kind} '{word}'{hint}; valid: {', '.join(choices)}"

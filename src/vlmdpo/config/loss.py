@@ -5,7 +5,7 @@ import math
 
 from pydantic import field_validator
 
-from vlmdpo.config.base import Keys, peer, suggest
+from vlmdpo.config.base import Keys, peer, unknown
 from vlmdpo.losses import DEFAULT_BETA, LOSS_TYPES, loss_problems, needs_reference
 
 
@@ -37,13 +37,13 @@ class LossKeys(Keys):
             raise ValueError(f"is empty; use one or more of: {', '.join(LOSS_TYPES)}")
         for n in names:
             if n not in LOSS_TYPES:
-                raise ValueError(f"unknown loss '{n}'{suggest(n, LOSS_TYPES)}; valid: {', '.join(LOSS_TYPES)}")
+                raise ValueError(unknown("loss", n, LOSS_TYPES))
         return v
 
     def problems(self) -> list[str]:
+        types = self.loss_types
         problems: list[str] = []
         add = problems.append
-        types = self.loss_types
         if not (self.beta > 0 and math.isfinite(self.beta)):
             add(f"beta: must be a positive number (got {self.beta}); {DEFAULT_BETA} is the usual DPO value")
         if self.loss_weights is not None:

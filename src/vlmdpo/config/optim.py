@@ -5,7 +5,7 @@ import math
 
 from pydantic import field_validator
 
-from vlmdpo.config.base import Keys, at_least_one, hf, suggest
+from vlmdpo.config.base import Keys, at_least_one, hf, unknown
 
 # transformers schedulers that need no extra arguments
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -55,7 +55,7 @@ class OptimKeys(Keys):
     @classmethod
     def _scheduler(cls, v: str) -> str:
         if v not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler '{v}'{suggest(v, SCHEDULERS)}; valid: {', '.join(SCHEDULERS)}")
+            raise ValueError(unknown("scheduler", v, SCHEDULERS))
         return v
 
     def problems(self) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import field_validator
 
-from vlmdpo.config.base import Keys, at_least_one, hf, peer
+from vlmdpo.config.base import Keys, at_least_one, hf, peer, unknown
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 
@@ -41,7 +41,7 @@ class RunKeys(Keys):
         names = [v] if isinstance(v, str) else list(v)
         for n in names:
             if n not in REPORT_TO:
-                raise ValueError(f"unknown tracker '{n}'; valid: {', '.join(REPORT_TO)}")
+                raise ValueError(unknown("tracker", n, REPORT_TO))
         return [n for n in names if n != "none"]
 
     @field_validator("resume_from_checkpoint", mode="before")
