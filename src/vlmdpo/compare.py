@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from vlmdpo.infer import GenerationSettings, InferenceModel, generate, load_for_inference, user_message
+from vlmdpo.losses import DEFAULT_BETA
 from vlmdpo.types import PreferenceRecord
-
-DEFAULT_BETA = 0.1
 
 
 @dataclass

@@ -11,14 +11,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from vlmdpo.losses import RunningMean
+from vlmdpo.losses import LossSettings, RunningMean
 from vlmdpo.train import checkpoint as ckpt
 from vlmdpo.train import stages
 from vlmdpo.train.data import Dropped, EncodedPairs, StepBatch, make_collate, make_loader, to_device
 from vlmdpo.train.metrics import MetricsLog
 from vlmdpo.train.refcache import cache_key, default_cache_dir
 from vlmdpo.train.schedule import StepPlan, build_optimizer, build_scheduler, epoch_batches, plan_steps, shard
-from vlmdpo.train.step import LossSettings, RefSource
+from vlmdpo.train.step import RefSource
 
 Say = Callable[[str], None]
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
-from vlmdpo.losses import RunningMean, bco_batch_reward, compute_loss
+from vlmdpo.losses import LossSettings, RunningMean, bco_batch_reward, compute_loss
 from vlmdpo.train.data import StepBatch, to_device
 from vlmdpo.train.metrics import WeightedMean, reduce_across_processes
 from vlmdpo.train.refcache import RefCache
@@ -17,35 +16,6 @@ from vlmdpo.types import LogpPair
 
 class TrainingError(RuntimeError):
     """The run cannot go on (e.g. the loss became NaN); the message says where and what to try."""
-
-
-@dataclass
-class LossSettings:
-    loss_type: list[str]
-    loss_weights: list[float] | None
-    beta: float
-    label_smoothing: float
-    simpo_gamma: float
-    ld_alpha: float | None
-    rpo_alpha: float | None
-    bco_running_mean: bool
-
-    @classmethod
-    def from_config(cls, cfg) -> "LossSettings":
-        return cls(cfg.loss_types, cfg.loss_weights, cfg.beta, cfg.label_smoothing, cfg.simpo_gamma,
-                   cfg.ld_alpha, cfg.rpo_alpha, cfg.bco_running_mean)
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(loss_type=self.loss_type, loss_weights=self.loss_weights, beta=self.beta,
-                    label_smoothing=self.label_smoothing, simpo_gamma=self.simpo_gamma,
-                    ld_alpha=self.ld_alpha, rpo_alpha=self.rpo_alpha)
-
-    def metric_keys(self) -> list[str]:
-        """Every metric name compute_loss returns for these settings (fixed keys for cross-process reduce)."""
-        one = torch.tensor([-1.0])
-        lp = LogpPair(one, one * 2, one.abs(), one.abs(), one, one * 2)
-        ref = None if all(t in ("simpo", "orpo", "sft") for t in self.loss_type) else lp
-        return sorted(compute_loss(lp, ref, **self.kwargs())[1])
 
 
 class RefSource:

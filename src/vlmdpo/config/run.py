@@ -1,0 +1,60 @@
+"""Config keys: logging, evaluation, checkpoints and the reference log-prob cache."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import field_validator
+
+from vlmdpo.config.base import Keys, at_least_one, hf, peer, unknown
+
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+class RunKeys(Keys):
+    """Logging, evaluation and checkpoints."""
+
+    logging_steps: int = hf(10, "logging_steps")
+    """Optimizer steps between metric lines (console, metrics.jsonl, trackers)."""
+    eval_steps: int | None = hf(None, "eval_steps")
+    """Optimizer steps between evaluations; null = at the end of each epoch (when there is eval data)."""
+    save_steps: int | None = hf(500, "save_steps")
+    """Optimizer steps between checkpoints; null = only the final model."""
+    save_total_limit: int | None = hf(None, "save_total_limit")
+    """Most checkpoints kept (oldest deleted first); null = keep all."""
+    early_stopping_patience: int | None = None
+    """Evaluations without eval-loss improvement before training stops; null = never stop early."""
+    report_to: str | list[str] = hf("none", "report_to")
+    """Experiment trackers: none, tensorboard, wandb, or a list."""
+    progress_bar: bool = peer(True, trl="~disable_tqdm")
+    """Show a progress bar while training."""
+    precompute_ref_log_probs: bool = peer(False, trl="precompute_ref_log_probs")
+    """Compute the reference log-probs once before training and cache them on disk (frees the reference model)."""
+    ref_cache_dir: str | None = None
+    """Folder of the reference log-prob cache; null = .vlmdpo_ref_cache beside output_dir."""
+    resume_from_checkpoint: str | None = hf(None, "resume_from_checkpoint")
+    """Continue a run: auto (or true) = the latest checkpoint in output_dir, or a checkpoint folder."""
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, v: str | list[str]) -> list[str]:
+        names = [v] if isinstance(v, str) else list(v)
+        for n in names:
+            if n not in REPORT_TO:
+                raise ValueError(unknown("tracker", n, REPORT_TO))
+        return [n for n in names if n != "none"]
+
+    @field_validator("resume_from_checkpoint", mode="before")
+    @classmethod
+    def _resume(cls, v: Any) -> Any:
+        if v is True:
+            return "auto"
+        return None if v is False else v
+
+    def problems(self) -> list[str]:
+        problems = at_least_one(self, ("logging_steps",),
+                                ("eval_steps", "save_steps", "save_total_limit", "early_stopping_patience"))
+        if self.resume_from_checkpoint not in (None, "auto") and not Path(self.resume_from_checkpoint).is_dir():
+            problems.append(f"resume_from_checkpoint: folder '{self.resume_from_checkpoint}' does not exist; "
+                            "give a checkpoint folder or 'auto' (latest checkpoint in output_dir)")
+        return problems
