@@ -62,10 +62,16 @@ def run_training(cfg, *, echo: Callable[[str], None] | None = None) -> TrainResu
     train_recs, eval_recs = stages.load_records(cfg, out, say, is_main=main)
     from vlmdpo.collate import collate
     from vlmdpo.encode import encode_pair
-    from vlmdpo.model.load import load_model
+    from vlmdpo.inference import load_for_training
     from vlmdpo.model.logps import batch_logps
 
-    bundle = load_model(cfg)
+    bundle = load_for_training(
+        cfg.model_name_or_path, finetuning_type=cfg.finetuning_type, dtype=cfg.dtype,
+        attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code,
+        lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_target=cfg.lora_target,
+        lora_modules=cfg.lora_modules, freeze_vision_tower=cfg.freeze_vision_tower,
+        freeze_projector=cfg.freeze_projector, freeze_language_model=cfg.freeze_language_model,
+        gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed)
     model = bundle.model
     model.train()  # from_pretrained returns eval mode
     if getattr(model, "hf_device_map", None) is None:  # quantized models are placed by their loader

@@ -47,7 +47,7 @@ def test_nano_adapter_export_matches_and_chats(nano_folder: Path, nano_adapter: 
 
     from vlmdpo.chat import run_chat
     from vlmdpo.export import export_model
-    from vlmdpo.infer import GenerationSettings, load_for_inference, user_message
+    from vlmdpo.inference import GenerationSettings, load_for_inference, user_message
 
     base = load_for_inference(nano_folder, device="cpu")
     assert base.kind == "full" and base.is_vlm and "<|im_start|>" in base.processor.chat_template
