@@ -32,7 +32,7 @@ def records(rows):
 def prepare(a, model):
     """(policy, reference) with the same trainable set as the TRL run."""
     from vlmdpo.model.families import adapter_for
-    from vlmdpo.model.load import disable_checkpointing, enable_checkpointing
+    from vlmdpo.model.prepare import disable_checkpointing, enable_checkpointing
     from vlmdpo.model.parts import apply_freezing, lora_plan
     from vlmdpo.model.reference import Reference
 

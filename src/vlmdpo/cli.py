@@ -130,7 +130,7 @@ def _add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 25
 
 
 def _generation_settings(args: argparse.Namespace):
-    from vlmdpo.infer import GenerationSettings
+    from vlmdpo.inference import GenerationSettings
 
     if args.max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")

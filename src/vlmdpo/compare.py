@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from vlmdpo.infer import GenerationSettings, InferenceModel, generate, load_for_inference, user_message
+from vlmdpo.inference import GenerationSettings, InferenceModel, generate, load_for_inference, user_message
 from vlmdpo.losses import DEFAULT_BETA
 from vlmdpo.types import PreferenceRecord
 

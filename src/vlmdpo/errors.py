@@ -17,3 +17,7 @@ class FixableError(ValueError):
 
     def __reduce__(self):  # picklable across dataloader workers / processes
         return type(self), (self.message, self.fix)
+
+
+class ModelLoadError(FixableError):
+    """A model that cannot be loaded or prepared as asked (a bad name, folder, or setting)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from vlmdpo.infer import TRAIN_CONFIG_FILE, InferenceModel, ModelDirError, load_for_inference, stop_token_ids
+from vlmdpo.inference import TRAIN_CONFIG_FILE, InferenceModel, ModelDirError, load_for_inference, stop_token_ids
 
 # what a training run (train_results.json, metrics.jsonl, skipped/dropped rows) and `vlmdpo eval` leave behind
 TRAIN_RESULTS = "train_results.json"
@@ -203,7 +203,7 @@ def export_model(model: str, out: str | Path, *, base: str | None = None, dtype:
     plain = plain.to(target)
     # the end-of-turn token must stop generation in plain transformers too, not only in vlmdpo chat
     gen = plain.generation_config
-    stops = stop_token_ids(im)
+    stops = stop_token_ids(im.model, im.tokenizer)
     if stops:
         gen.eos_token_id = stops[0] if len(stops) == 1 else stops
     if gen.pad_token_id is None and im.tokenizer.pad_token_id is not None:

@@ -54,7 +54,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", *, overrides: Sequence[s
     """
     from vlmdpo.demo_data import make_demo_data
     from vlmdpo.eval.run import run_eval
-    from vlmdpo.model.builtin import builtin_path, say_progress
+    from vlmdpo.inference.names import ensure_builtin, is_builtin
+    from vlmdpo.model.builtin import say_progress
     from vlmdpo.train.loop import run_training
 
     say = echo or say_progress
@@ -73,8 +74,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", *, overrides: Sequence[s
 
     ds = step(0, lambda: make_demo_data(out / "data", progress=progress, **(demo_sizes or {})))
     say(f"{'reused' if ds.reused else 'wrote'} {', '.join(f'{s} {n}' for s, n in ds.counts.items())} pairs in {ds.root}")
-    if cfg.model_name_or_path and cfg.model_name_or_path.startswith("builtin:"):
-        step(1, lambda: builtin_path(cfg.model_name_or_path, progress=say))
+    if is_builtin(cfg.model_name_or_path):
+        step(1, lambda: ensure_builtin(cfg.model_name_or_path, progress=say))
     else:
         seconds[STEPS[1]] = 0.0  # a user-chosen model is loaded by the training step
     step(2, lambda: run_training(cfg, echo=say))

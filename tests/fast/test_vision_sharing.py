@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from bundle_helpers import load_bundle
 from fast_helpers import ATOL_GRAD, ATOL_LOGP, encoded, grads_of
 from vlmdpo.collate import collate
 from vlmdpo.collate_shared import FastOptions, collate_shared
 from vlmdpo.model.fast import fast_batch_logps
 from vlmdpo.model.fast.vision import can_share_vision, frozen_tower, unwrap
-from vlmdpo.model.load import load_model
 from vlmdpo.model.logps import batch_logps
 from vlmdpo.model.reference import make_reference
 
@@ -24,7 +24,7 @@ from vlmdpo.model.reference import make_reference
 def bundle(family: str, finetuning_type: str = "lora", **kw):
     cfg = SimpleNamespace(model_name_or_path=f"tiny:{family}", finetuning_type=finetuning_type, loss_type="sigmoid",
                           lora_dropout=0.0, **kw)
-    b = load_model(cfg)
+    b = load_bundle(cfg)
     b.model.train()  # gradient checkpointing is active in train mode only (dropout is off)
     if finetuning_type == "lora":  # lora_B starts at zero: move it so policy and reference differ
         with torch.no_grad():

@@ -1,14 +1,15 @@
-"""load_model: tiny / local models, LoRA and full fine-tuning, freezing, clear errors."""
+"""load_for_training: tiny / local models, LoRA and full fine-tuning, freezing, clear errors."""
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from bundle_helpers import load_bundle
 from model_cases import cfg, dpo_step, make_batch, pair_records
 
+from vlmdpo.inference import ModelLoadError
 from vlmdpo.model.families import adapter_for
-from vlmdpo.model.load import ModelLoadError, load_model
 from vlmdpo.model.logps import batch_logps
 from vlmdpo.model.parts import part_of
 from vlmdpo.model.tiny import FAMILIES, build_tiny
@@ -29,7 +30,7 @@ def module_of(peft_name: str) -> str:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_defaults_adapt_the_language_model_and_train_the_projector(family):
-    bundle = load_model(cfg(family))
+    bundle = load_bundle(cfg(family))
     ad = bundle.family
     names = trainable(bundle.model)
     lora = [n for n in names if ".lora_" in n]
@@ -46,17 +47,17 @@ def test_lora_defaults_adapt_the_language_model_and_train_the_projector(family):
 
 
 def test_lora_on_every_part_and_listed_targets():
-    every = load_model(cfg("llava", lora_modules="all", freeze_vision_tower=False))
+    every = load_bundle(cfg("llava", lora_modules="all", freeze_vision_tower=False))
     parts = {part_of(module_of(n), every.family) for n in trainable(every.model)}
     assert parts == {"vision_tower", "projector", "language_model"}
     assert not any(".modules_to_save." in n for n in trainable(every.model))
-    listed = load_model(cfg("llava", lora_target=["q_proj", "v_proj"]))
+    listed = load_bundle(cfg("llava", lora_target=["q_proj", "v_proj"]))
     lora = {module_of(n).rsplit(".", 1)[-1] for n in trainable(listed.model) if ".lora_" in n}
     assert lora == {"q_proj", "v_proj"}
 
 
 def test_unfrozen_tower_under_lora_trains_as_a_full_copy():
-    bundle = load_model(cfg("qwen2_vl", freeze_vision_tower=False))
+    bundle = load_bundle(cfg("qwen2_vl", freeze_vision_tower=False))
     saved = {module_of(n) for n in trainable(bundle.model) if ".modules_to_save." in n}
     assert saved == {"model.visual"}  # the merger (projector) is inside it
 
@@ -68,14 +69,14 @@ def test_unfrozen_tower_under_lora_trains_as_a_full_copy():
     ({"freeze_projector": True, "freeze_language_model": True, "freeze_vision_tower": False}, {"vision_tower"}),
 ])
 def test_full_finetuning_freezes_the_named_parts(flags, parts):
-    bundle = load_model(cfg("qwen2_vl", finetuning_type="full", **flags))
+    bundle = load_bundle(cfg("qwen2_vl", finetuning_type="full", **flags))
     assert {part_of(n, bundle.family) for n in trainable(bundle.model)} == parts
 
 
 @pytest.mark.parametrize("ft", ["lora", "full"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_one_step_changes_only_trainable_parameters(family, ft):
-    bundle = load_model(cfg(family, finetuning_type=ft))
+    bundle = load_bundle(cfg(family, finetuning_type=ft))
     before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
     dpo_step(bundle)
     changed = {n for n, p in bundle.model.named_parameters() if not torch.equal(p, before[n])}
@@ -88,14 +89,14 @@ def test_one_step_changes_only_trainable_parameters(family, ft):
 
 
 def test_gradient_checkpointing_with_lora_still_trains():
-    bundle = load_model(cfg("idefics3", gradient_checkpointing=True))
+    bundle = load_bundle(cfg("idefics3", gradient_checkpointing=True))
     dpo_step(bundle)
     grads = [p.grad for n, p in bundle.model.named_parameters() if ".lora_B." in n]
     assert grads and all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
 
 
 def test_dtype_option():
-    bundle = load_model(cfg("causal_lm", finetuning_type="full", dtype="bfloat16"))
+    bundle = load_bundle(cfg("causal_lm", finetuning_type="full", dtype="bfloat16"))
     assert bundle.model.dtype == torch.bfloat16
 
 
@@ -104,7 +105,7 @@ def test_saved_folder_loads_with_auto_classes(family, tmp_path):
     model, proc = build_tiny(family)
     model.save_pretrained(tmp_path)
     proc.save_pretrained(tmp_path)
-    bundle = load_model(cfg(family, model_name_or_path=str(tmp_path), finetuning_type="full", dtype="float32"))
+    bundle = load_bundle(cfg(family, model_name_or_path=str(tmp_path), finetuning_type="full", dtype="float32"))
     assert type(bundle.model) is type(model) and bundle.family.name == family
     batch, _ = make_batch(pair_records(family)[:1], model, proc)
     with torch.no_grad():
@@ -133,12 +134,12 @@ def custom_code_folder(path):
 ])
 def test_bad_settings_are_clear_errors(overrides, match):
     with pytest.raises(ModelLoadError, match=match):
-        load_model(cfg(**overrides))
+        load_bundle(cfg(**overrides))
 
 
 def test_custom_code_model_asks_for_trust_remote_code(tmp_path):
     with pytest.raises(ModelLoadError, match="set trust_remote_code: true"):
-        load_model(cfg(model_name_or_path=custom_code_folder(tmp_path), finetuning_type="full"))
+        load_bundle(cfg(model_name_or_path=custom_code_folder(tmp_path), finetuning_type="full"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
@@ -147,4 +148,4 @@ def test_qlora_without_cuda_says_so(tmp_path):
     model.save_pretrained(tmp_path)
     proc.save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="CUDA GPU"):
-        load_model(cfg(model_name_or_path=str(tmp_path), finetuning_type="qlora"))
+        load_bundle(cfg(model_name_or_path=str(tmp_path), finetuning_type="qlora"))

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from bundle_helpers import load_bundle
 from model_cases import cfg, dpo_step, make_batch, pair_records
 
-from vlmdpo.model.load import load_model
 from vlmdpo.model.logps import batch_logps
 from vlmdpo.model.reference import make_reference
 from vlmdpo.model.tiny import build_tiny
@@ -20,7 +20,7 @@ def close(a, b):
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "idefics3", "causal_lm"])
 def test_lora_reference_is_the_base_model_after_training(family):
-    bundle = load_model(cfg(family))
+    bundle = load_bundle(cfg(family))
     ref = make_reference(bundle, SimpleNamespace(loss_type="sigmoid"))
     assert ref.kind == "adapters_off" and ref.model is bundle.model
     batch = dpo_step(bundle)  # moves LoRA B and the projector copy (modules_to_save)
@@ -35,7 +35,7 @@ def test_lora_reference_is_the_base_model_after_training(family):
 
 
 def test_full_reference_is_a_frozen_copy():
-    bundle = load_model(cfg("gemma3", finetuning_type="full", gradient_checkpointing=True))
+    bundle = load_bundle(cfg("gemma3", finetuning_type="full", gradient_checkpointing=True))
     ref = make_reference(bundle, SimpleNamespace(loss_type=["sigmoid", "sft"]))
     assert ref.kind == "frozen_copy" and ref.model is not bundle.model
     assert not any(p.requires_grad for p in ref.model.parameters()) and not ref.model.training
@@ -49,5 +49,5 @@ def test_full_reference_is_a_frozen_copy():
 
 @pytest.mark.parametrize("loss_type", ["simpo", "orpo", ["simpo", "sft"]])
 def test_reference_free_losses_get_no_reference(loss_type):
-    bundle = load_model(cfg("causal_lm"))
+    bundle = load_bundle(cfg("causal_lm"))
     assert make_reference(bundle, SimpleNamespace(loss_type=loss_type)) is None

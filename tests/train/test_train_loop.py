@@ -13,14 +13,14 @@ from vlmdpo.train.loop import run_training
 @pytest.fixture
 def spy(monkeypatch):
     """Record the initial weights of the policy and the reference the loop builds."""
-    import vlmdpo.model.load as load_mod
+    import vlmdpo.inference as inference
     import vlmdpo.model.reference as ref_mod
 
     seen: dict = {}
-    real_load, real_ref = load_mod.load_model, ref_mod.make_reference
+    real_load, real_ref = inference.load_for_training, ref_mod.make_reference
 
-    def load_model(cfg):
-        b = real_load(cfg)
+    def load_for_training(name, **settings):
+        b = real_load(name, **settings)
         seen["init"] = {n: p.detach().clone() for n, p in b.model.named_parameters()}
         seen["trainable"] = {n for n, p in b.model.named_parameters() if p.requires_grad}
         return b
@@ -30,7 +30,7 @@ def spy(monkeypatch):
         seen["reference"] = r
         return r
 
-    monkeypatch.setattr(load_mod, "load_model", load_model)
+    monkeypatch.setattr(inference, "load_for_training", load_for_training)
     monkeypatch.setattr(ref_mod, "make_reference", make_reference)
     return seen
 

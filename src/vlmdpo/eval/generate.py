@@ -12,20 +12,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from vlmdpo.inference.generate import stop_token_ids
 from vlmdpo.types import EncodedPair, PreferenceRecord
-
-
-def stop_ids(tokenizer) -> list[int]:
-    """End-of-turn ids: the tokenizer's eos plus the chat-turn enders that families use."""
-    ids = []
-    for tok in (tokenizer.eos_token, "<|im_end|>", "<end_of_utterance>", "<end_of_turn>", "<|eot_id|>"):
-        if tok is None:
-            continue
-        i = tokenizer.convert_tokens_to_ids(tok)
-        unk = getattr(tokenizer, "unk_token_id", None)
-        if isinstance(i, int) and i >= 0 and i != unk and i not in ids:
-            ids.append(i)
-    return ids
 
 
 def prompt_batch(pairs: Sequence[EncodedPair], *, pad_token_id: int, family: Any) -> dict[str, Any]:
@@ -57,7 +45,7 @@ def generate_answers(model, tokenizer, pairs: Sequence[EncodedPair], *, family: 
                      on_batch: Callable[[int], None] | None = None) -> list[str]:
     """Greedy answer text for each pair's prompt, in order (special tokens removed, stripped)."""
     device, dtype = _model_device_dtype(model)
-    stops = stop_ids(tokenizer)
+    stops = stop_token_ids(model, tokenizer)
     answers: list[str] = []
     was_training = model.training
     model.eval()

@@ -48,7 +48,7 @@ def resolve_eval_config(config: Any = None, overrides: Sequence[str] | dict[str,
     """The TrainConfig that describes the run: the given YAML/object, else the one saved beside --model."""
     from vlmdpo.api import resolve_config
     from vlmdpo.config import build_config, parse_overrides
-    from vlmdpo.infer import read_train_config
+    from vlmdpo.inference import read_train_config
 
     extra = dict(overrides) if isinstance(overrides, dict) else parse_overrides(overrides)
     if config is not None:
@@ -149,7 +149,7 @@ def run_eval(config: Any = None, *, overrides: Sequence[str] | dict[str, Any] = 
     model_name_or_path the base, its test_dataset the data); `model`, `base`, `dataset` override those.
     """
     from vlmdpo.data.load import load_preferences
-    from vlmdpo.infer import load_for_inference
+    from vlmdpo.inference import load_for_inference
     from vlmdpo.train.metrics import read_metrics
 
     say = echo or _say_default

@@ -1,4 +1,4 @@
-"""Models: family adapters, loading (LoRA / QLoRA / full), reference, log-probs, tiny models.
+"""Models: family adapters, training preparation (LoRA / full), reference, log-probs, tiny models.
 
 Names are imported lazily so `import vlmdpo.model` stays cheap (no torch / transformers).
 """
@@ -8,7 +8,6 @@ from importlib import import_module
 
 _EXPORTS = {
     "FamilyAdapter": "families", "adapter_for": "families", "FAMILY_NAMES": "families",
-    "ModelBundle": "load", "ModelLoadError": "load", "load_model": "load",
     "Reference": "reference", "make_reference": "reference",
     "batch_logps": "logps",
     "build_tiny": "tiny", "FAMILIES": "tiny",

@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
-from vlmdpo.errors import FixableError
+from vlmdpo.errors import ModelLoadError
 from vlmdpo.model.builtin_codes import dct_basis, sincos_2d
 
 BUILDER_VERSION = 3
@@ -61,7 +61,7 @@ BASE_VOCAB = 49152
 VOCAB = BASE_VOCAB + len(SMOLVLM_ADDED_TOKENS)  # 49280, as in SmolVLM
 
 
-class BuiltinModelError(FixableError):
+class BuiltinModelError(ModelLoadError):
     """A built-in model cannot be built or loaded; the message says how to fix it."""
 
     sep = "\n  fix: "
@@ -372,14 +372,6 @@ def build_nano_smolvlm(spec: NanoSpec | None = None, *, dtype=None, attn_impleme
     """`builtin:nano-smolvlm` as (model, processor): built on first use, loaded from the cache after."""
     folder = ensure_nano_smolvlm(spec, cache_dir=cache_dir, rebuild=rebuild, progress=progress)
     return load_nano_smolvlm(folder, dtype=dtype, attn_implementation=attn_implementation)
-
-
-def builtin_path(name: str, **kwargs) -> Path:
-    """Folder of a built-in model by name (with or without the `builtin:` prefix), built if needed."""
-    short = name.removeprefix("builtin:")
-    if short != "nano-smolvlm":
-        raise BuiltinModelError(f"unknown built-in model {name!r}", f"use one of: builtin:{', builtin:'.join(BUILTIN_NAMES)}")
-    return ensure_nano_smolvlm(**kwargs)
 
 
 def say_progress(msg: str) -> None:

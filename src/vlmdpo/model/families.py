@@ -39,6 +39,8 @@ class FamilyAdapter:
     # filled in by `adapter_for(model or config)`; an adapter looked up by name has none
     image_token: int | None = None
     video_token: int | None = None
+    # tokens besides eos that end an assistant turn: generation stops at those the vocabulary has
+    end_of_turn: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- ids
     def image_token_id(self, config=None) -> int | None:
@@ -119,49 +121,51 @@ ADAPTERS: dict[str, FamilyAdapter] = {
             name="idefics3", model_types=("idefics3", "smolvlm"), is_vlm=True,
             vision_keys={"pixel_values": "pad1", "pixel_attention_mask": "pad1"},
             vision_tower=("model.vision_model",), projector=("model.connector",),
-            language_model=("model.text_model", "lm_head"),
+            language_model=("model.text_model", "lm_head"), end_of_turn=("<end_of_utterance>", "<|im_end|>"),
         ),
         FamilyAdapter(
             name="qwen2_vl", model_types=("qwen2_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
             token_type_key="mm_token_type_ids", rope="mrope",
             # the patch merger is Qwen's projector; it lives inside the vision module
             vision_tower=("model.visual",), projector=("model.visual.merger",),
-            language_model=("model.language_model", "lm_head"),
+            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
         ),
         FamilyAdapter(
             name="qwen2_5_vl", model_types=("qwen2_5_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
             token_type_key="mm_token_type_ids", rope="mrope",
             vision_tower=("model.visual",), projector=("model.visual.merger",),
-            language_model=("model.language_model", "lm_head"),
+            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
         ),
         FamilyAdapter(
             name="qwen3_vl", model_types=("qwen3_vl", "qwen3_vl_moe"), is_vlm=True, vision_keys=_QWEN_VISION,
             token_type_key="mm_token_type_ids", rope="mrope",
             vision_tower=("model.visual",),
             projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
-            language_model=("model.language_model", "lm_head"),
+            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
         ),
         FamilyAdapter(
             name="llava", model_types=("llava",), is_vlm=True, vision_keys={"pixel_values": "cat"},
             vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector",),
-            language_model=("model.language_model", "lm_head"),
+            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>", "<|eot_id|>"),
         ),
         FamilyAdapter(
             name="llava_next", model_types=("llava_next",), is_vlm=True,
             vision_keys={"pixel_values": "pad1", "image_sizes": "cat"},
             vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector", "model.image_newline"),
-            language_model=("model.language_model", "lm_head"),
+            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>", "<|eot_id|>"),
         ),
         FamilyAdapter(
             name="gemma3", model_types=("gemma3",), is_vlm=True, vision_keys={"pixel_values": "cat"},
             # Gemma 3 lets image tokens attend to each other bidirectionally, marked by token_type_ids
             token_type_key="token_type_ids",
             vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector",),
-            language_model=("model.language_model", "lm_head"),
+            language_model=("model.language_model", "lm_head"), end_of_turn=("<end_of_turn>",),
         ),
         FamilyAdapter(
             name="causal_lm", model_types=(), is_vlm=False, language_model=("model", "lm_head"),
             supports_multi_image=False,
+            # any text-only model: the turn enders of the common chat formats
+            end_of_turn=("<|im_end|>", "<end_of_utterance>", "<end_of_turn>", "<|eot_id|>"),
         ),
     )
 }

@@ -13,7 +13,7 @@ import torch
 
 from vlmdpo.losses import needs_reference  # one list of reference-free losses (simpo, orpo, sft)
 from vlmdpo.model.families import FamilyAdapter
-from vlmdpo.model.load import disable_checkpointing, is_checkpointing
+from vlmdpo.model.prepare import disable_checkpointing, is_checkpointing
 from vlmdpo.model.logps import batch_logps
 from vlmdpo.types import Batch, LogpPair
 

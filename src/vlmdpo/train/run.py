@@ -125,10 +125,16 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
         cfg.dataset, cfg.eval_dataset, val_size=cfg.val_size, seed=cfg.seed, out=out, say=say, is_main=main,
         read=dict(format=cfg.format, image_root=cfg.image_root, allow_remote_images=cfg.allow_remote_images,
                   on_invalid=cfg.on_invalid, check_images=cfg.check_images))
+    from vlmdpo import inference
     from vlmdpo.encode import encode_pair
-    from vlmdpo.model.load import load_model
 
-    bundle = load_model(cfg)
+    bundle = inference.load_for_training(
+        cfg.model_name_or_path, finetuning_type=cfg.finetuning_type, dtype=cfg.dtype,
+        attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code,
+        lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_target=cfg.lora_target,
+        lora_modules=cfg.lora_modules, freeze_vision_tower=cfg.freeze_vision_tower,
+        freeze_projector=cfg.freeze_projector, freeze_language_model=cfg.freeze_language_model,
+        gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed)
     model = bundle.model
     model.train()  # from_pretrained returns eval mode
     if getattr(model, "hf_device_map", None) is None:  # quantized models are placed by their loader

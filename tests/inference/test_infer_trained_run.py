@@ -29,7 +29,7 @@ def test_export_of_a_trained_run_matches_the_adapter(trained_run: Path, tmp_path
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from vlmdpo.export import export_model
-    from vlmdpo.infer import load_for_inference, user_message
+    from vlmdpo.inference import load_for_inference, user_message
 
     res = export_model(str(trained_run), tmp_path / "merged")
     assert res.merged and res.base_name == "tiny:idefics3"  # found through vlmdpo_config.yaml
@@ -55,7 +55,7 @@ def test_export_of_a_trained_run_matches_the_adapter(trained_run: Path, tmp_path
 def test_chat_and_compare_on_a_trained_run(trained_run: Path, tmp_path: Path):
     from vlmdpo.chat import run_chat
     from vlmdpo.compare import run_compare
-    from vlmdpo.infer import GenerationSettings
+    from vlmdpo.inference import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=4)
     reply = run_chat(str(trained_run), images=[str(SAMPLES / "images" / "red_square.png")], prompt="What shape?",

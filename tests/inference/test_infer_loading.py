@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer_helpers import make_adapter
-from vlmdpo.infer import ModelDirError, load_for_inference, read_train_config
+from inference_helpers import make_adapter
+from vlmdpo.inference import ModelDirError, load_for_inference, read_train_config
 
 
 def test_tiny_name_is_built_by_the_model_layer():

@@ -1,10 +1,11 @@
-"""Load a trained (or untouched) model for inference and generate from it.
+"""Load a model for use: a LoRA adapter folder with its base, a full or merged folder, a tiny / builtin
+name, or a hub name; and the policy for training (`load_for_training`, in `vlmdpo.inference.training`).
 
 A `--model` value may be:
 - a LoRA adapter folder (adapter_config.json): its base comes from the adapter config's
   `base_model_name_or_path`, else from the `vlmdpo_config.yaml` the training run wrote beside it;
 - a full or merged model folder (config.json), loaded with plain transformers;
-- `tiny:<family>` / `builtin:<name>`, built by the model layer;
+- `tiny:<family>` / `builtin:<name>` (see `vlmdpo.inference.names`);
 - a hub name (only where the hub is reachable).
 """
 from __future__ import annotations
@@ -12,16 +13,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from transformers import TextStreamer
-from vlmdpo.errors import FixableError
+
+from vlmdpo.errors import ModelLoadError
+from vlmdpo.inference.names import build_named, is_named
 
 TRAIN_CONFIG_FILE = "vlmdpo_config.yaml"
 
 
-class ModelDirError(FixableError):
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelDirError(ModelLoadError):
     """A --model value that cannot be loaded; the message says what was expected and how to fix it."""
 
     sep = "\n  fix: "
@@ -56,14 +61,6 @@ class InferenceModel:
         return get() if get is not None else self.model
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    seed: int = 0
-
-
 # ----------------------------------------------------------------------------- loading
 
 
@@ -96,38 +93,13 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> Any:
         return dtype
     if dtype in (None, "auto"):
         return "auto" if device != "cpu" else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise ModelDirError(f"unknown dtype {dtype!r}", "use one of auto, float32, bfloat16, float16") from None
+    if dtype not in DTYPES:
+        raise ModelDirError(f"unknown dtype {dtype!r}", "use one of auto, float32, bfloat16, float16")
+    return DTYPES[dtype]
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _build_named(name: str) -> tuple[Any, Any]:
-    """`tiny:<family>` and `builtin:<name>` belong to the model layer; we only dispatch."""
-    import copy
-
-    prefix, _, rest = name.partition(":")
-    if prefix == "tiny":
-        from vlmdpo.model.tiny import FAMILIES, build_tiny
-
-        if rest not in FAMILIES:
-            raise ModelDirError(f"unknown tiny model family {rest!r}", f"use one of: tiny:{', tiny:'.join(FAMILIES)}")
-        model, processor = build_tiny(rest)
-        return model, copy.deepcopy(processor)  # build_tiny hands out one cached processor to every caller
-    if prefix == "builtin":
-        from vlmdpo.model import builtin
-
-        if rest != "nano-smolvlm":
-            raise ModelDirError(f"unknown built-in model {name!r}", "use builtin:nano-smolvlm")
-        try:
-            return builtin.build_nano_smolvlm()
-        except builtin.BuiltinModelError as exc:  # a RuntimeError there; here it is bad input with a fix
-            raise ModelDirError(exc.message, exc.fix) from None
-    raise ModelDirError(f"unknown model name {name!r}")
 
 
 def _looks_like_path(text: str) -> bool:
@@ -135,20 +107,23 @@ def _looks_like_path(text: str) -> bool:
     return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
 
 
+def from_pretrained(source: str, *, is_vlm: bool, trust_remote_code: bool, **kwargs) -> tuple[Any, Any]:
+    """(model, processor) with the Auto classes: ImageTextToText + processor, or CausalLM + tokenizer."""
+    import transformers as T
+
+    auto = T.AutoModelForImageTextToText if is_vlm else T.AutoModelForCausalLM
+    model = auto.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+    processor_class = T.AutoProcessor if is_vlm else T.AutoTokenizer
+    return model, processor_class.from_pretrained(source, trust_remote_code=trust_remote_code)
+
+
 def _load_plain(source: str, *, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
-    """A full model folder or hub name: ImageTextToText when the config is a VLM, else CausalLM."""
-    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
-                              AutoTokenizer)
+    """A full model folder or hub name, as a VLM whenever transformers can generate from it as one."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     is_vlm = type(config) in AutoModelForImageTextToText._model_mapping
-    auto = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-    model = auto.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
-    if is_vlm:
-        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
-    else:
-        processor = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    return model, processor
+    return from_pretrained(source, is_vlm=is_vlm, trust_remote_code=trust_remote_code, dtype=dtype)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -177,8 +152,11 @@ def _load_processor_from(folder: Path, fallback: Any) -> Any:
 
 
 def _load_base(name: str, *, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any, str]:
-    if name.startswith(("tiny:", "builtin:")):
-        model, processor = _build_named(name)
+    if is_named(name):
+        try:
+            model, processor = build_named(name)
+        except ModelLoadError as exc:  # a missing package or an unknown name: bad --model input, with a fix
+            raise ModelDirError(exc.message, exc.fix) from None
         return model.to(dtype) if isinstance(dtype, torch.dtype) else model, processor, "named"
     path = Path(name).expanduser()
     if path.exists():
@@ -217,7 +195,7 @@ def load_for_inference(
     torch_dtype = _resolve_dtype(dtype, device)
     text = str(name)
     path = Path(text).expanduser()
-    if text.startswith(("tiny:", "builtin:")) or not path.exists():
+    if is_named(text) or not path.exists():
         model, processor, kind = _load_base(text, dtype=torch_dtype, trust_remote_code=trust_remote_code)
         return _finish(InferenceModel(model, processor, kind, text), device)
     if not path.is_dir():
@@ -247,7 +225,7 @@ def load_for_inference(
                                 exc.fix or "pass the base model explicitly (--base NAME_OR_DIR)") from None
         from peft import PeftModel
 
-        from vlmdpo.model.load import quiet_peft_warnings
+        from vlmdpo.model.prepare import quiet_peft_warnings
 
         try:
             with quiet_peft_warnings():
@@ -274,100 +252,3 @@ def _finish(im: InferenceModel, device: str) -> InferenceModel:
     return im
 
 
-# ----------------------------------------------------------------------------- generation
-
-
-def as_text_messages(messages: list[dict]) -> list[dict]:
-    """Text-only tokenizers' templates expect string content; VLM templates take the part lists."""
-    out = []
-    for m in messages:
-        content = m["content"]
-        if isinstance(content, list):
-            content = "".join(p.get("text") or "" for p in content if p.get("type") == "text")
-        out.append({"role": m["role"], "content": content})
-    return out
-
-
-def prepare_inputs(im: InferenceModel, messages: list[dict], images: list[Any]) -> dict[str, Any]:
-    """Tensors for generate(): the model's own chat template with the generation prompt appended."""
-    n_parts = sum(1 for m in messages if isinstance(m["content"], list) for p in m["content"] if p.get("type") == "image")
-    if n_parts != len(images):
-        raise ValueError(f"the conversation has {n_parts} image placeholders but {len(images)} images")
-    if not im.is_vlm:
-        if images:
-            raise ValueError(f"{im.name} is a text-only model; it cannot take images (drop --image)")
-        tok = im.tokenizer
-        text = tok.apply_chat_template(as_text_messages(messages), add_generation_prompt=True, tokenize=False)
-        enc = tok(text, return_tensors="pt", add_special_tokens=False)
-    else:
-        text = im.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
-        if images:
-            kwargs["images"] = [list(images)]
-        enc = im.processor(**kwargs)
-    return {k: (v.to(im.device) if isinstance(v, torch.Tensor) else v) for k, v in dict(enc).items()}
-
-
-class CallbackStreamer(TextStreamer):
-    """TextStreamer's word-boundary logic, but the text goes to a callback instead of print()."""
-
-    def __init__(self, tokenizer, on_text: Callable[[str], None]):
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._on_text = on_text
-
-    def on_finalized_text(self, text: str, stream_end: bool = False):
-        if text:
-            self._on_text(text)
-
-
-def stop_token_ids(im: InferenceModel) -> list[int]:
-    """eos ids from the generation config plus the tokenizer's eos (often the end-of-turn token)."""
-    ids: list[int] = []
-    cfg_eos = getattr(getattr(im.model, "generation_config", None), "eos_token_id", None)
-    for value in ([cfg_eos] if isinstance(cfg_eos, int) else list(cfg_eos or [])) + [im.tokenizer.eos_token_id]:
-        if isinstance(value, int) and value not in ids:
-            ids.append(value)
-    return ids
-
-
-def generate_ids(im: InferenceModel, inputs: dict[str, Any], settings: GenerationSettings,
-                 on_text: Callable[[str], None] | None = None) -> list[int]:
-    """New token ids only (prompt stripped); greedy when temperature is 0, seeded otherwise."""
-    torch.manual_seed(settings.seed)
-    tok = im.tokenizer
-    stops = stop_token_ids(im)
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": settings.max_new_tokens,
-        "eos_token_id": stops or None,
-        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else (stops[0] if stops else None),
-    }
-    if settings.temperature > 0:
-        # top_k off: only temperature and top_p are exposed, and a hidden top-k of 50 would change their meaning
-        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if on_text is not None:
-        kwargs["streamer"] = CallbackStreamer(tok, on_text)
-    with torch.no_grad():
-        out = im.model.generate(**inputs, **kwargs)
-    new = out[0, inputs["input_ids"].shape[1]:].tolist()
-    # the stop token ends the turn; it is not part of the answer
-    while new and new[-1] in stops:
-        new.pop()
-    return new
-
-
-def generate(im: InferenceModel, messages: list[dict], images: list[Any], settings: GenerationSettings,
-             on_text: Callable[[str], None] | None = None) -> str:
-    """Generate the assistant's reply to `messages` (normalized parts; images in placeholder order)."""
-    inputs = prepare_inputs(im, messages, images)
-    ids = generate_ids(im, inputs, settings, on_text)
-    return im.tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-
-def user_message(text: str, n_images: int) -> dict:
-    """A user turn with its images first, then the text (what chat templates expect)."""
-    parts: list[dict] = [{"type": "image"} for _ in range(n_images)]
-    if text:
-        parts.append({"type": "text", "text": text})
-    return {"role": "user", "content": parts}

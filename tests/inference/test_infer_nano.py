@@ -47,7 +47,7 @@ def test_nano_adapter_export_matches_and_chats(nano_folder: Path, nano_adapter: 
 
     from vlmdpo.chat import run_chat
     from vlmdpo.export import export_model
-    from vlmdpo.infer import GenerationSettings, load_for_inference, user_message
+    from vlmdpo.inference import GenerationSettings, load_for_inference, user_message
 
     base = load_for_inference(nano_folder, device="cpu")
     assert base.kind == "full" and base.is_vlm and "<|im_start|>" in base.processor.chat_template
@@ -69,3 +69,12 @@ def test_nano_adapter_export_matches_and_chats(nano_folder: Path, nano_adapter: 
     reply = run_chat(str(tmp_path / "merged"), prompt="Say hello.", settings=GenerationSettings(max_new_tokens=5),
                      device="cpu", stdout=io.StringIO())
     assert isinstance(reply, str)
+
+
+def test_eval_stops_at_im_end_and_end_of_utterance(nano_folder: Path):
+    from vlmdpo.inference import stop_token_ids
+
+    model, processor = builtin.load_nano_smolvlm(nano_folder)  # the small spec: the same tokenizer and config
+    ids = stop_token_ids(model, processor.tokenizer)
+    assert ids == [2, 49279]  # as eval's former stop_ids gave (pinned in test_stop_tokens.py for the tiny ones)
+    assert processor.tokenizer.convert_ids_to_tokens(ids) == ["<|im_end|>", "<end_of_utterance>"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer_helpers import make_adapter, write_image
+from inference_helpers import make_adapter, write_image
 from vlmdpo.export import export_model, last_metrics, target_dtype
-from vlmdpo.infer import ModelDirError, load_for_inference, user_message
+from vlmdpo.inference import ModelDirError, load_for_inference, user_message
 
 # one family per kind of vision input: pixel_attention_mask, image_grid_thw + mRoPE, image_sizes, token_type_ids
 VLM_FAMILIES = ("idefics3", "qwen2_vl", "llava_next", "gemma3")

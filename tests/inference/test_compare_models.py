@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer_helpers import make_adapter, write_image
+from inference_helpers import make_adapter, write_image
 from vlmdpo.compare import run_compare
-from vlmdpo.infer import GenerationSettings
+from vlmdpo.inference import GenerationSettings
 
 SETTINGS = GenerationSettings(max_new_tokens=5)
 
@@ -59,7 +59,7 @@ def test_compare_text_only_rewards_match_a_direct_computation(tmp_path: Path):
     assert result.beta == 0.5 and len(result.rows) == 2
 
     from vlmdpo.data.load import load_preferences
-    from vlmdpo.infer import load_for_inference
+    from vlmdpo.inference import load_for_inference
 
     records = load_preferences(str(data)).records
     base = load_for_inference("tiny:causal_lm", device="cpu")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infer_helpers import make_adapter
+from inference_helpers import make_adapter
 from vlmdpo.cli import main
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from infer_helpers import make_adapter, write_image
+from inference_helpers import make_adapter, write_image
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer_helpers import FakeTTY, Piped, write_image
+from inference_helpers import FakeTTY, Piped, write_image
 from vlmdpo.chat import ChatError, ChatSession, run_chat
-from vlmdpo.infer import GenerationSettings, InferenceModel, generate, load_for_inference, prepare_inputs, user_message
+from vlmdpo.inference import GenerationSettings, InferenceModel, generate, load_for_inference, prepare_inputs, user_message
 
 
 @pytest.fixture(scope="module")

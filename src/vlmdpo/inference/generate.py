@@ -1,0 +1,128 @@
+"""Generation from a loaded model: chat-template inputs, stop tokens, greedy or seeded sampling, streaming."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from transformers import TextStreamer
+
+from vlmdpo.inference.load import InferenceModel
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Ids that end the assistant's turn: the generation config's eos, the tokenizer's eos, and the
+    family's end-of-turn tokens that this vocabulary has (a family vlmdpo cannot train adds none)."""
+    from vlmdpo.model.families import UnsupportedModelError, adapter_for
+
+    try:
+        end_of_turn = adapter_for(model).end_of_turn
+    except UnsupportedModelError:
+        end_of_turn = ()
+    cfg_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    candidates = [cfg_eos] if isinstance(cfg_eos, int) else list(cfg_eos or [])
+    candidates.append(tokenizer.eos_token_id)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for token in end_of_turn:
+        i = tokenizer.convert_tokens_to_ids(token)
+        if i != unk:  # an unknown token converts to the unk id (or None), not to itself
+            candidates.append(i)
+    ids: list[int] = []
+    for value in candidates:
+        if isinstance(value, int) and value >= 0 and value not in ids:
+            ids.append(value)
+    return ids
+
+
+def as_text_messages(messages: list[dict]) -> list[dict]:
+    """Text-only tokenizers' templates expect string content; VLM templates take the part lists."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            content = "".join(p.get("text") or "" for p in content if p.get("type") == "text")
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def prepare_inputs(im: InferenceModel, messages: list[dict], images: list[Any]) -> dict[str, Any]:
+    """Tensors for generate(): the model's own chat template with the generation prompt appended."""
+    n_parts = sum(1 for m in messages if isinstance(m["content"], list) for p in m["content"] if p.get("type") == "image")
+    if n_parts != len(images):
+        raise ValueError(f"the conversation has {n_parts} image placeholders but {len(images)} images")
+    if not im.is_vlm:
+        if images:
+            raise ValueError(f"{im.name} is a text-only model; it cannot take images (drop --image)")
+        tok = im.tokenizer
+        text = tok.apply_chat_template(as_text_messages(messages), add_generation_prompt=True, tokenize=False)
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+    else:
+        text = im.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = [list(images)]
+        enc = im.processor(**kwargs)
+    return {k: (v.to(im.device) if isinstance(v, torch.Tensor) else v) for k, v in dict(enc).items()}
+
+
+class CallbackStreamer(TextStreamer):
+    """TextStreamer's word-boundary logic, but the text goes to a callback instead of print()."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        if text:
+            self._on_text(text)
+
+
+def generate_ids(im: InferenceModel, inputs: dict[str, Any], settings: GenerationSettings,
+                 on_text: Callable[[str], None] | None = None) -> list[int]:
+    """New token ids only (prompt stripped); greedy when temperature is 0, seeded otherwise."""
+    torch.manual_seed(settings.seed)
+    tok = im.tokenizer
+    stops = stop_token_ids(im.model, tok)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "eos_token_id": stops or None,
+        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else (stops[0] if stops else None),
+    }
+    if settings.temperature > 0:
+        # top_k off: only temperature and top_p are exposed, and a hidden top-k of 50 would change their meaning
+        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if on_text is not None:
+        kwargs["streamer"] = CallbackStreamer(tok, on_text)
+    with torch.no_grad():
+        out = im.model.generate(**inputs, **kwargs)
+    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    # the stop token ends the turn; it is not part of the answer
+    while new and new[-1] in stops:
+        new.pop()
+    return new
+
+
+def generate(im: InferenceModel, messages: list[dict], images: list[Any], settings: GenerationSettings,
+             on_text: Callable[[str], None] | None = None) -> str:
+    """Generate the assistant's reply to `messages` (normalized parts; images in placeholder order)."""
+    inputs = prepare_inputs(im, messages, images)
+    ids = generate_ids(im, inputs, settings, on_text)
+    return im.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def user_message(text: str, n_images: int) -> dict:
+    """A user turn with its images first, then the text (what chat templates expect)."""
+    parts: list[dict] = [{"type": "image"} for _ in range(n_images)]
+    if text:
+        parts.append({"type": "text", "text": text})
+    return {"role": "user", "content": parts}
