@@ -60,10 +60,8 @@ def run_training(cfg, *, echo: Callable[[str], None] | None = None) -> TrainResu
     result = TrainResult(output_dir=out, global_step=0)
 
     train_recs, eval_recs = stages.load_records(cfg, out, say, is_main=main)
-    from vlmdpo.collate import collate
     from vlmdpo.encode import encode_pair
     from vlmdpo.model.load import load_model
-    from vlmdpo.model.logps import batch_logps
 
     bundle = load_model(cfg)
     model = bundle.model
@@ -79,9 +77,8 @@ def run_training(cfg, *, echo: Callable[[str], None] | None = None) -> TrainResu
     result.n_train_pairs, result.n_eval_pairs = len(train_keep), len(eval_keep)
     train_ds = EncodedPairs(train_recs, train_keep, encode)
     eval_ds = EncodedPairs(eval_recs, eval_keep, encode)
-    collate_fn = make_collate(stages.choose_collate(cfg, bundle, acc, say), pad_token_id=bundle.pad_token_id,
-                              family=bundle.family)
-    logps_fn = partial(stages.plain_logps, batch_logps, bundle.family)
+    layout = stages.choose_layout(cfg, bundle, acc, say)
+    collate_fn, logps_fn = make_collate(layout.collate_fn), layout.logps_fn
 
     def loader_for(ds, positions):  # device-ready batches over this process's share of `positions`
         mine = shard(positions, world_size=acc.num_processes, rank=acc.process_index)
@@ -90,7 +87,7 @@ def run_training(cfg, *, echo: Callable[[str], None] | None = None) -> TrainResu
         return (to_device(b, acc.device) for b in make_loader(ds, batches, collate_fn, cfg.dataloader_num_workers))
 
     losses = LossSettings.from_config(cfg)
-    train_ref, eval_ref = stages.reference_sources(cfg, bundle, train_ds, eval_ds, loader_for, acc, say, result)
+    train_ref, eval_ref = stages.reference_sources(cfg, bundle, train_ds, eval_ds, loader_for, acc, say, result, logps_fn)
 
     plan = plan_steps(len(train_ds), batch_size=cfg.per_device_train_batch_size, world_size=acc.num_processes,
                       grad_accum=cfg.gradient_accumulation_steps, num_train_epochs=cfg.num_train_epochs,

@@ -1,8 +1,6 @@
 """The stages around the step loop: data, fit check, reference source, final save."""
 from __future__ import annotations
 
-from functools import partial
-
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -94,15 +92,15 @@ def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Sa
 
 
 def reference_sources(cfg, bundle, train_ds: EncodedPairs, eval_ds: EncodedPairs, loader_for, acc, say: Say,
-                      result) -> tuple[RefSource, RefSource]:
+                      result, logps_fn) -> tuple[RefSource, RefSource]:
     """Reference log-probs: none (reference-free losses), live from the reference model, or
     precomputed once and cached on disk (then a full fine-tuning run frees its frozen copy)."""
     if not cfg.needs_reference:
         return RefSource(), RefSource()
     from vlmdpo.model.reference import make_reference
 
-    reference = make_reference(bundle, cfg)
-    if reference is not None and getattr(reference, "kind", "") == "frozen_copy":
+    reference = make_reference(bundle.model, is_peft=bundle.is_peft, logps_fn=logps_fn)
+    if reference.kind == "frozen_copy":
         reference.model.to(acc.device)
     if not cfg.precompute_ref_log_probs:
         return RefSource(reference), RefSource(reference)
@@ -167,31 +165,16 @@ def epoch_float(state, batches_per_epoch: int) -> float:
     return state.epoch + state.batch_in_epoch / max(batches_per_epoch, 1)
 
 
-def plain_logps(batch_logps, family, model, batch):
-    return batch_logps(model, batch, family=family)
+def choose_layout(cfg, bundle, acc, say: Say):
+    """The run's (collate_fn, logps_fn) pair, chosen once (`vlmdpo.batching.layout.select_layout`)."""
+    from vlmdpo.batching.layout import select_layout
+    from vlmdpo.types import FastOptions
 
-
-def choose_collate(cfg, bundle, acc, say: Say):
-    """The fast layout (vision once, shared prefix, completion-only logits) when any fast path is on,
-    else the plain one. `batch_logps` dispatches on the batch type, so nothing else changes.
-
-    Under DDP the fast forward still goes through the wrapped model once per step; the pieces it
-    runs beside that call (the vision encoder for a shared image, the LM head at completion
-    positions) use parameters that are also in that call's graph, so each gradient is reduced once
-    (tests/train/test_distributed.py). FSDP and DeepSpeed gather sharded parameters only inside
-    the wrapped forward, so those pieces would see shards: they use the plain layout."""
-    from accelerate.utils import DistributedType
-
-    from vlmdpo.collate import collate
-    from vlmdpo.collate_shared import FastOptions, collate_shared
-    from vlmdpo.model.fast.forward import resolve_options
-
-    options = resolve_options(FastOptions.from_config(cfg), bundle.model)
-    on = [k for k in ("share_vision", "shared_prefix", "completion_only_logits", "padding_free") if getattr(options, k)]
-    if not on:
-        return collate
-    if acc.num_processes > 1 and acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        say(f"fast paths are off under {acc.distributed_type.value} (plain layout; same values, slower)")
-        return collate
-    say(f"fast paths: {', '.join(on)}")
-    return partial(collate_shared, options=options)
+    layout = select_layout(FastOptions.from_config(cfg), model=bundle.model, family=bundle.family,
+                           pad_token_id=bundle.pad_token_id,
+                           distributed_type=acc.distributed_type.value if acc.num_processes > 1 else None)
+    if layout.reason_off:
+        say(layout.reason_off)
+    elif layout.fast_paths:
+        say(f"fast paths: {', '.join(layout.fast_paths)}")
+    return layout
