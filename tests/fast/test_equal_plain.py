@@ -1,4 +1,4 @@
-"""Every fast path equals the plain path (vlmdpo.collate + vlmdpo.model.logps) on every tiny family.
+"""Every fast path equals the plain path (vlmdpo.batching.plain + vlmdpo.model.logps) on every tiny family.
 
 Pairs cover one image, text only, two images and an image-contrast pair (different rejected
 image), with chosen and rejected of different lengths. fp32 on CPU. Log-probs are sums over
