@@ -43,7 +43,7 @@ def shared_docs(pairs: list[EncodedPair]) -> list[Doc]:
     return out
 
 
-def _rows(docs: list[Doc], options: FastOptions) -> tuple[list[list[Doc]], str]:
+def _arrange(docs: list[Doc], options: FastOptions) -> tuple[list[list[Doc]], str]:
     if options.padding_free:
         budget = options.max_tokens_per_row
         rows: list[list[Doc]] = []
@@ -84,7 +84,7 @@ def collate_shared(
     adapter = adapter_for(family)
     options = options or FastOptions()
     docs = shared_docs(pairs) if options.shared_prefix else plain_docs(pairs)
-    rows, layout = _rows(docs, options)
+    rows, layout = _arrange(docs, options)
 
     T = row_width(max(sum(d.length for d in row) for row in rows), pad_to_multiple_of)
     R = len(rows)

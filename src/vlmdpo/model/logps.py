@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from vlmdpo.model.placement import to_model
+from vlmdpo.model.placement import model_device, to_model
 from vlmdpo.types import Batch, LogpPair
 
 
 def batch_logps(model, batch: Batch) -> LogpPair:
     """Policy (or reference) log-probs for a plain-layout batch; differentiable unless under no_grad."""
-    inputs = to_model(batch.model_inputs, _device(model), _float_dtype(model))
+    inputs = to_model(batch.model_inputs, model_device(model), _float_dtype(model))
     mask = batch.completion_mask.to(inputs["input_ids"].device)
     logits = model(**inputs, use_cache=False).logits
     per_token = token_logps(logits, inputs["input_ids"], mask)
@@ -49,13 +49,6 @@ def reduce_logps(per_token: torch.Tensor, shift_mask: torch.Tensor, num_pairs: i
         chosen_lengths=len_c, rejected_lengths=len_r,
         chosen_shared_logps=shared_sums[:num_pairs], rejected_shared_logps=shared_sums[num_pairs:],
     )
-
-
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover - a model without parameters
-        return torch.device("cpu")
 
 
 def _float_dtype(model) -> torch.dtype | None:

@@ -1,9 +1,17 @@
-"""Batch tensors onto the model: the plain and the fast path both move their inputs with this."""
+"""Batch tensors onto the model: the plain and the fast path both place their inputs with this."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+
+def model_device(model) -> torch.device:
+    """Where the model's parameters are (through DDP / PEFT wrappers, which list them too)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - a model without parameters
+        return torch.device("cpu")
 
 
 def to_model(inputs: dict[str, Any], device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from vlmdpo.model.fast.positions import position_ids
 from vlmdpo.model.fast.vision import (
     batch_vision_features, can_share_vision, forward_vision_kwargs, inner_model, tower_replay, unwrap,
 )
+from vlmdpo.model.placement import model_device
 from vlmdpo.types import FastOptions, LogpPair, SharedBatch
 
 
@@ -37,11 +38,7 @@ def resolve_options(options: FastOptions, model: Any) -> FastOptions:
     return options
 
 
-def _device(model: Any) -> torch.device:
-    return next(unwrap(model).parameters()).device
-
-
-def _dtype(model: Any) -> torch.dtype:
+def _embedding_dtype(model: Any) -> torch.dtype:
     base = unwrap(model)
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
     if emb is not None and hasattr(emb, "weight"):
@@ -75,7 +72,7 @@ def build_mask(model: Any, batch: SharedBatch, device: torch.device, family: Fam
     if family.bidirectional_images:
         blocks = image_blocks(batch.input_ids.to(device), doc, family.image_token_id(base.config))
     return build_attention_mask(doc, branch, pos, config=base.config, attn_implementation=attn,
-                                dtype=_dtype(model), blocks=blocks)
+                                dtype=_embedding_dtype(model), blocks=blocks)
 
 
 def fast_batch_logps(
@@ -102,13 +99,13 @@ def fast_batch_logps(
     base = unwrap(model)
     family = adapter_for(family if family is not None else base)
     inner = inner_model(model)
-    device = _device(model)
+    device = model_device(model)
     share = options.share_vision and batch.vision
     replay = tower_replay(model, batch, family) if share else nullcontext()
     with replay:
         if vision_features is None and share:
             vision_features = _shared_or_once(model, batch, device)
-        kwargs = forward_vision_kwargs(batch, vision_features, device, _dtype(model))
+        kwargs = forward_vision_kwargs(batch, vision_features, device, _embedding_dtype(model))
         kwargs["attention_mask"] = build_mask(model, batch, device, family)
         kwargs["position_ids"] = position_ids(inner, batch, device, family)
         ids = batch.input_ids.to(device)
@@ -138,9 +135,9 @@ def _shared_or_once(model: Any, batch: SharedBatch, device: torch.device) -> dic
     if can_share_vision(model):
         if batch.vision_cache is None:
             with torch.no_grad():
-                batch.vision_cache = batch_vision_features(model, batch, device, _dtype(model))
+                batch.vision_cache = batch_vision_features(model, batch, device, _embedding_dtype(model))
         return batch.vision_cache
     if batch.vision_repeats:
-        return batch_vision_features(model, batch, device, _dtype(model))  # with grad: the tower or projector trains
+        return batch_vision_features(model, batch, device, _embedding_dtype(model))  # with grad: the tower or projector trains
     return None  # each image is in the input once already: the forward encodes it once
 
