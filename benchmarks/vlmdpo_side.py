@@ -29,7 +29,7 @@ def records(rows):
     return out
 
 
-def prepare(a, model):
+def prepare(a, model, logps_fn):
     """(policy, reference) with the same trainable set as the TRL run."""
     from vlmdpo.model.families import adapter_for
     from vlmdpo.model.prepare import disable_checkpointing, enable_checkpointing
@@ -44,7 +44,7 @@ def prepare(a, model):
         ref = copy.deepcopy(model).eval().requires_grad_(False)
         if a.grad_ckpt:
             disable_checkpointing(ref)
-        return model, Reference(ref, "frozen_copy", family), family
+        return model, Reference(ref, "frozen_copy", logps_fn), family
     from peft import LoraConfig, get_peft_model
 
     everything = a.lora_modules == "all"
@@ -55,26 +55,31 @@ def prepare(a, model):
     policy = get_peft_model(model, lora)
     if a.grad_ckpt:
         policy.enable_input_require_grads()
-    return policy, Reference(policy, "adapters_off", family), family
+    return policy, Reference(policy, "adapters_off", logps_fn), family
 
 
 def run(a, rows) -> dict:
     import torch
-    from vlmdpo.collate import collate
-    from vlmdpo.collate_shared import FastOptions, collate_shared
+    from vlmdpo.batching.plain import collate
+    from vlmdpo.batching.shared import collate_shared
     from vlmdpo.encode import encode_pair
     from vlmdpo.losses import compute_loss
     from vlmdpo.model.fast import fast_batch_logps
     from vlmdpo.model.logps import batch_logps
+    from vlmdpo.types import FastOptions
 
     clock, model, processor, split, fcfg = setup_side(a, torch)
     cuda = clock.cuda
-    policy, reference, family = prepare(a, model)
+    fast = a.fast != "none"
+
+    def logps(m, batch):
+        return fast_batch_logps(m, batch) if fast else batch_logps(m, batch)
+
+    policy, reference, family = prepare(a, model, logps)
     policy.train()
     tok = processor.tokenizer
     pad = tok.pad_token_id
     image_id = model.config.image_token_id
-    fast = a.fast != "none"
     options = FastOptions()
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, fused=cuda)
@@ -84,12 +89,9 @@ def run(a, rows) -> dict:
 
     def make_batch(chunk):
         pairs = [encode_pair(r, processor, family, max_length=None) for r in chunk]
-        batch = collate_shared(pairs, pad_token_id=pad, options=options) if fast else \
+        batch = collate_shared(pairs, pad_token_id=pad, family=family, options=options) if fast else \
             collate(pairs, pad_token_id=pad, family=family)
         return pairs, batch
-
-    def logps(m, batch):
-        return fast_batch_logps(m, batch) if fast else batch_logps(m, batch, family=family)
 
     cached = {}
     pre = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmdpo.collate import collate
+from vlmdpo.batching.plain import collate
 from vlmdpo.encode import encode_pair
 from vlmdpo.model.families import adapter_for
 from vlmdpo.model.tiny import build_tiny_config, build_tiny_processor, tiny_record

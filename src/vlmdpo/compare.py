@@ -104,7 +104,7 @@ def completion_logps(tuned: InferenceModel, base: InferenceModel, record: Prefer
     """
     import torch
 
-    from vlmdpo.collate import collate
+    from vlmdpo.batching.plain import collate
     from vlmdpo.encode import EncodeError, encode_pair
     from vlmdpo.model.families import adapter_for
     from vlmdpo.model.logps import batch_logps
@@ -126,7 +126,7 @@ def completion_logps(tuned: InferenceModel, base: InferenceModel, record: Prefer
     if encoded:
         batch = collate(encoded, pad_token_id=pad, family=family)
         with torch.no_grad():
-            lp_t, lp_b = (batch_logps(m.model, batch, family=family) for m in (tuned, base))
+            lp_t, lp_b = (batch_logps(m.model, batch) for m in (tuned, base))
         for i, (text_a, text_b) in enumerate(texts):
             scores[text_a] = (float(lp_t.chosen_logps[i]), float(lp_b.chosen_logps[i]))
             scores[text_b] = (float(lp_t.rejected_logps[i]), float(lp_b.rejected_logps[i]))

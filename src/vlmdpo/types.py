@@ -1,11 +1,12 @@
 """The typed values that flow through vlmdpo, one stage to the next.
 
-records -> EncodedPair -> Batch -> LogpPair -> loss -> metrics. Nothing downstream of
-`PreferenceRecord` knows which file format a pair came from.
+records -> EncodedPair -> Batch (plain layout) or SharedBatch (fast layouts) -> LogpPair -> loss
+-> metrics. Nothing downstream of `PreferenceRecord` knows which file format a pair came from.
+Tensor fields hold torch tensors; torch itself is imported only where a value is moved.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 # A chat message, normalized: content is always a list of parts, each either
@@ -116,8 +117,12 @@ class Batch:
     completion_mask: Any  # torch.Tensor [2B, L]
     ids: list[str]
     num_pairs: int
-    ref_chosen_logps: Any = None  # precomputed reference log-probs, [B] or None
-    ref_rejected_logps: Any = None
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-padding) tokens the model runs."""
+        mask = self.model_inputs.get("attention_mask")
+        return int(mask.sum()) if mask is not None else 0
 
 
 @dataclass
@@ -132,3 +137,117 @@ class LogpPair:
     # when a loss needs it (ld_alpha, length-desensitized DPO).
     chosen_shared_logps: Any = None
     rejected_shared_logps: Any = None
+
+
+# ---- fast layouts (vlmdpo.batching.shared -> vlmdpo.model.fast) ------------------------------
+# Branch of each token in a fast-layout row.
+PROMPT, CHOSEN, REJECTED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    """The fast-path switches (config keys of the same names).
+
+    Layout switches (`shared_prefix`, `padding_free`, `max_tokens_per_row`) act in
+    `vlmdpo.batching.shared`; the others in `vlmdpo.model.fast.fast_batch_logps`. The batch
+    carries its options, so any code that computes log-probs of it does what it was collated for.
+    """
+
+    share_vision: bool = True  # encoder once per pair; reused by the reference when frozen
+    shared_prefix: bool = True  # [prompt; chosen; rejected] in one row
+    completion_only_logits: bool = True  # LM head on completion positions only, chunked
+    padding_free: bool = False  # pack documents into rows (block-sparse with flex_attention)
+    logits_chunk_size: int = 1024
+    max_tokens_per_row: int | None = None  # padding-free row budget (None: one row)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> FastOptions:
+        """From a TrainConfig (or anything with these attributes); missing ones keep defaults."""
+        return cls(**{f: getattr(cfg, f) for f in cls.__dataclass_fields__ if getattr(cfg, f, None) is not None})
+
+
+@dataclass
+class DocSpan:
+    """Where one document lies: row, first column, prompt length, and its completion parts."""
+
+    row: int
+    start: int
+    prompt_len: int
+    parts: list[tuple[int, int, int]]  # (branch, first column, length)
+    pair: int
+
+    @property
+    def length(self) -> int:
+        return self.prompt_len + sum(n for _, _, n in self.parts)
+
+
+def _move(value: Any, device: Any) -> Any:
+    import torch
+
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+@dataclass
+class CompletionIndex:
+    """One entry per completion token: the row and column of the hidden state that predicts it.
+
+    ``pred`` is not always ``column - 1``: the first rejected token of a shared document is
+    predicted from the prompt's last token, which lies before the chosen tokens.
+    """
+
+    row: Any  # [N] long
+    pred: Any  # [N] long, column of the predicting hidden state
+    target: Any  # [N] long, the token id
+    pair: Any  # [N] long
+    side: Any  # [N] long, 0 chosen, 1 rejected
+    k: Any  # [N] long, index of the token inside its completion
+
+    def to(self, device) -> CompletionIndex:
+        return CompletionIndex(*(_move(getattr(self, f), device) for f in ("row", "pred", "target", "pair", "side", "k")))
+
+
+@dataclass
+class SharedBatch:
+    """A batch in a fast layout. `layout` is "shared", "plain" or "packed" (padding-free)."""
+
+    input_ids: Any  # [R, T] long
+    doc: Any  # [R, T] long, document id, -1 on padding
+    branch: Any  # [R, T] long, PROMPT / CHOSEN / REJECTED, 0 on padding
+    positions: Any  # [R, T] long, logical 1D positions (0 on padding)
+    docs: list[DocSpan]
+    completion: CompletionIndex
+    chosen_lengths: Any  # [B] long
+    rejected_lengths: Any  # [B] long
+    vision: dict[str, Any]  # vision inputs of every document, in document order
+    ids: list[str]
+    num_pairs: int
+    layout: str
+    # True when each pair's images appear twice in the same order (plain layout, no
+    # image-contrast pairs): image features can then be computed once and repeated.
+    vision_repeats: bool = False
+    vision_unique: dict[str, Any] | None = None  # with vision_repeats: the vision inputs of one copy
+    stats: dict[str, int] = field(default_factory=dict)
+    options: FastOptions = field(default_factory=FastOptions)
+    # Frozen-encoder outputs computed by the first model that ran on this batch (reference or
+    # policy); the other reuses them (see vlmdpo.model.fast.forward).
+    vision_cache: dict[str, Any] | None = None
+    tower_cache: Any = None  # a frozen vision tower's output, when only the tower is frozen
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-padding) tokens the model runs: the prompt once per shared document."""
+        return int((self.doc >= 0).sum())
+
+    def to(self, device) -> SharedBatch:
+        return replace(
+            self, input_ids=_move(self.input_ids, device), doc=_move(self.doc, device),
+            branch=_move(self.branch, device), positions=_move(self.positions, device),
+            completion=self.completion.to(device), chosen_lengths=_move(self.chosen_lengths, device),
+            rejected_lengths=_move(self.rejected_lengths, device),
+            vision={k: _move(v, device) for k, v in self.vision.items()},
+            vision_unique={k: _move(v, device) for k, v in self.vision_unique.items()} if self.vision_unique else None,
+        )

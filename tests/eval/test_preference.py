@@ -54,7 +54,7 @@ def test_empty_is_nan_not_a_crash():
 
 
 def test_pair_logps_match_direct_scoring_and_ignore_batch_size(tiny_idefics3, demo_records):
-    from vlmdpo.collate import collate
+    from vlmdpo.batching.plain import collate
     from vlmdpo.encode import encode_pair
     from vlmdpo.model.families import adapter_for
     from vlmdpo.model.logps import batch_logps
@@ -67,7 +67,7 @@ def test_pair_logps_match_direct_scoring_and_ignore_batch_size(tiny_idefics3, de
     one = pair_logps(model, pairs, family=fam, pad_token_id=pad, batch_size=1)
     three = pair_logps(model, pairs, family=fam, pad_token_id=pad, batch_size=3)
     with torch.no_grad():
-        direct = batch_logps(model, collate(pairs[:2], pad_token_id=pad, family=fam), family=fam)
+        direct = batch_logps(model, collate(pairs[:2], pad_token_id=pad, family=fam))
     assert torch.allclose(one.chosen_logps, three.chosen_logps, atol=1e-4)
     assert torch.allclose(one.rejected_logps, three.rejected_logps, atol=1e-4)
     assert torch.allclose(one.chosen_logps[:2], direct.chosen_logps.float(), atol=1e-4)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vlmdpo.collate import collate
+from vlmdpo.batching.plain import collate
 from vlmdpo.encode import encode_pair
 from vlmdpo.model.families import adapter_for
 from vlmdpo.model.logps import batch_logps
@@ -70,7 +70,7 @@ def pad_id(processor) -> int:
 
 def plain_logps(model, processor, adapter, pairs):
     batch = collate(list(pairs), pad_token_id=pad_id(processor), family=adapter)
-    return batch_logps(model, batch, family=adapter)
+    return batch_logps(model, batch)
 
 
 def grads_of(model, fn) -> tuple[object, dict[str, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""Every fast path equals the plain path (vlmdpo.collate + vlmdpo.model.logps) on every tiny family.
+"""Every fast path equals the plain path (vlmdpo.batching.plain + vlmdpo.model.logps) on every tiny family.
 
 Pairs cover one image, text only, two images and an image-contrast pair (different rejected
 image), with chosen and rejected of different lengths. fp32 on CPU. Log-probs are sums over
@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from fast_helpers import ATOL_GRAD, ATOL_LOGP, encoded, grads_of, pad_id, plain_logps, tiny
-from vlmdpo.collate_shared import FastOptions, collate_shared
+from vlmdpo.batching.shared import collate_shared
 from vlmdpo.model.fast import fast_batch_logps
+from vlmdpo.types import FastOptions
 from vlmdpo.model.tiny import FAMILIES
 
 OPTIONS = {
@@ -52,7 +53,7 @@ def assert_equal(out, ref, grads, ref_grads):
 def test_fast_path_equals_plain_path(family, option):
     model, processor, _ = tiny(family)
     ref, ref_grads = plain(family)
-    batch = collate_shared(list(encoded(family)), pad_token_id=pad_id(processor), options=OPTIONS[option])
+    batch = collate_shared(list(encoded(family)), pad_token_id=pad_id(processor), family=family, options=OPTIONS[option])
     out, grads = grads_of(model, lambda: fast_batch_logps(model, batch))
     assert_equal(out, ref, grads, ref_grads)
 
@@ -61,7 +62,7 @@ def test_fast_path_equals_plain_path(family, option):
 def test_sdpa_equals_plain_path(family):
     model, processor, _ = tiny(family, "sdpa")
     ref, ref_grads = plain(family, "sdpa")
-    batch = collate_shared(list(encoded(family)), pad_token_id=pad_id(processor))
+    batch = collate_shared(list(encoded(family)), pad_token_id=pad_id(processor), family=family)
     out, grads = grads_of(model, lambda: fast_batch_logps(model, batch))
     assert_equal(out, ref, grads, ref_grads)
 
@@ -71,9 +72,9 @@ def test_a_wrong_position_or_mask_would_be_caught():
     # continued after chosen), or letting rejected see chosen, moves log-probs far past the tolerance.
     model, processor, _ = tiny("llava")
     ref, _ = plain("llava")
-    shifted = collate_shared(list(encoded("llava")), pad_token_id=pad_id(processor))
+    shifted = collate_shared(list(encoded("llava")), pad_token_id=pad_id(processor), family="llava")
     shifted.positions = shifted.positions + (shifted.branch == 2).long()
-    leaky = collate_shared(list(encoded("llava")), pad_token_id=pad_id(processor))
+    leaky = collate_shared(list(encoded("llava")), pad_token_id=pad_id(processor), family="llava")
     leaky.branch = torch.where(leaky.branch == 2, torch.ones_like(leaky.branch), leaky.branch)
     with torch.no_grad():
         for bad in (shifted, leaky):

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from fast_helpers import encoded, pad_id, plain_logps, tiny
-from vlmdpo.collate_shared import FastOptions, collate_shared
+from vlmdpo.batching.shared import collate_shared
 from vlmdpo.model.fast import fast_batch_logps, resolve_options
 from vlmdpo.model.fast.masks import build_attention_mask
+from vlmdpo.types import FastOptions
 
 
 def test_lm_head_never_sees_full_rows():
     model, processor, _ = tiny("qwen2_vl")
-    batch = collate_shared(list(encoded("qwen2_vl")), pad_token_id=pad_id(processor),
+    batch = collate_shared(list(encoded("qwen2_vl")), pad_token_id=pad_id(processor), family="qwen2_vl",
                            options=FastOptions(logits_chunk_size=8))
     shapes = []
     handle = model.get_output_embeddings().register_forward_hook(lambda m, a, out: shapes.append(tuple(out.shape)))
@@ -41,7 +42,7 @@ def test_flash_attention_falls_back_to_plain_layout():
     assert (o.shared_prefix, o.padding_free, o.completion_only_logits, o.share_vision) == (False, False, True, True)
     assert resolve_options(FastOptions(), SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"))) \
         == FastOptions()
-    b = collate_shared(list(encoded("llava")), pad_token_id=0)
+    b = collate_shared(list(encoded("llava")), pad_token_id=0, family="llava")
     with pytest.raises(ValueError, match="shared_prefix: false"):
         build_attention_mask(b.doc, b.branch, b.positions, config=tiny("llava")[0].config,
                              attn_implementation="flash_attention_2", dtype=torch.float32)
@@ -52,7 +53,7 @@ def test_bf16_autocast_sdpa_runs_and_stays_close():
     pairs = list(encoded("llava"))
     with torch.no_grad():
         want = plain_logps(model, processor, adapter, pairs)
-        batch = collate_shared(pairs, pad_token_id=pad_id(processor))
+        batch = collate_shared(pairs, pad_token_id=pad_id(processor), family=adapter)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = fast_batch_logps(model, batch)
     assert got.chosen_logps.dtype == torch.float32 and torch.isfinite(got.chosen_logps).all()
@@ -62,7 +63,7 @@ def test_bf16_autocast_sdpa_runs_and_stays_close():
 
 def test_options_on_the_batch_are_used_unless_overridden():
     model, processor, _ = tiny("llava")
-    batch = collate_shared(list(encoded("llava")), pad_token_id=pad_id(processor))
+    batch = collate_shared(list(encoded("llava")), pad_token_id=pad_id(processor), family="llava")
     with torch.no_grad():
         a = fast_batch_logps(model, batch)
         b = fast_batch_logps(model, batch, options=replace(batch.options, completion_only_logits=False))

@@ -13,12 +13,13 @@ import torch
 
 from bundle_helpers import load_bundle
 from fast_helpers import ATOL_GRAD, ATOL_LOGP, encoded, grads_of
-from vlmdpo.collate import collate
-from vlmdpo.collate_shared import FastOptions, collate_shared
+from vlmdpo.batching.plain import collate
+from vlmdpo.batching.shared import collate_shared
 from vlmdpo.model.fast import fast_batch_logps
 from vlmdpo.model.fast.vision import can_share_vision, frozen_tower, unwrap
 from vlmdpo.model.logps import batch_logps
 from vlmdpo.model.reference import make_reference
+from vlmdpo.types import FastOptions
 
 
 def bundle(family: str, finetuning_type: str = "lora", **kw):
@@ -31,7 +32,7 @@ def bundle(family: str, finetuning_type: str = "lora", **kw):
             for n, p in b.model.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(n)))
-    return b, make_reference(b, cfg)
+    return b, make_reference(b.model, is_peft=b.is_peft, logps_fn=batch_logps)
 
 
 def count_runs(module: torch.nn.Module) -> list[int]:
@@ -51,7 +52,7 @@ def run_step(b, ref, options: FastOptions, calls: list[int] | None = None):
     """Reference then policy on one fast batch, each checked against the plain path.
     Returns the policy's gradients and how many counted encoder runs the two fast passes made."""
     pairs = list(encoded(b.family.name))
-    fast = collate_shared(pairs, pad_token_id=b.pad_token_id, options=options)
+    fast = collate_shared(pairs, pad_token_id=b.pad_token_id, family=b.family, options=options)
     plain = collate(pairs, pad_token_id=b.pad_token_id, family=b.family)
     before = calls[0] if calls else 0
     with torch.no_grad(), ref.context():
@@ -87,7 +88,7 @@ def test_frozen_copy_shares_whole_vision_path_when_projector_frozen():
     assert can_share_vision(b.model) and can_share_vision(ref.model)
     visual_ref, visual_pol = unwrap(ref.model).model.visual, unwrap(b.model).model.visual
     calls_ref, calls_pol = count_runs(visual_ref), count_runs(visual_pol)
-    fast = collate_shared(list(encoded("qwen2_vl")), pad_token_id=b.pad_token_id)
+    fast = collate_shared(list(encoded("qwen2_vl")), pad_token_id=b.pad_token_id, family=b.family)
     with torch.no_grad():
         fast_batch_logps(ref.model, fast)
     fast_batch_logps(b.model, fast).chosen_logps.sum().backward()
@@ -101,7 +102,7 @@ def test_trainable_tower_is_not_shared_but_still_runs_once_per_pair(option):
     assert frozen_tower(b.model) is None and not can_share_vision(b.model)
     tower_pol = unwrap(b.model).model.vision_tower
     calls = count_runs(tower_pol)
-    fast = collate_shared(list(encoded("llava")), pad_token_id=b.pad_token_id, options=option)
+    fast = collate_shared(list(encoded("llava")), pad_token_id=b.pad_token_id, family=b.family, options=option)
     fast_batch_logps(b.model, fast)
     assert calls[0] == 1  # one run over each pair's images, even in the plain layout
     grads, _ = run_step(b, ref, option)
@@ -114,7 +115,7 @@ def test_share_vision_off_runs_encoder_per_row_in_plain_layout():
     calls = count_runs(tower)
     pairs = list(encoded("llava"))
     per_row = [v["pixel_values"].shape[0] for p in pairs for v in (p.vision, p.rejected_vision or p.vision) if v]
-    fast = collate_shared(pairs, pad_token_id=b.pad_token_id,
+    fast = collate_shared(pairs, pad_token_id=b.pad_token_id, family=b.family,
                           options=FastOptions(shared_prefix=False, share_vision=False))
     fast_batch_logps(b.model, fast)
     # like the peers: every row carries its images, the chosen and the rejected row alike

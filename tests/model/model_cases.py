@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from vlmdpo.collate import collate
+from vlmdpo.batching.plain import collate
 from vlmdpo.encode import encode_pair
 from vlmdpo.model.families import adapter_for
 from vlmdpo.model.logps import batch_logps

@@ -64,3 +64,29 @@ def test_processor_token_ids_agree_with_config():
         ad = adapter_for(build_tiny_config(family))
         tok = build_tiny_processor(family).tokenizer
         assert tok.convert_ids_to_tokens(ad.image_token) in ("<image>", "<|image_pad|>", "<image_soft_token>")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_quirk_fields_match_the_model_classes(family, tiny_model):
+    # The fast path redoes what each family's forward does; these fields say what that is. Read
+    # the real classes here so that a transformers change that moves a quirk fails a test.
+    import inspect
+
+    model, _ = tiny_model(family)
+    ad = adapter_for(model)
+    assert (ad.rope == "mrope") == callable(getattr(model.model, "get_rope_index", None))
+    if ad.is_vlm:  # causal_lm covers every text-only class: the next test checks a soft-capping one
+        assert ad.forward_softcaps == ("final_logit_softcapping" in inspect.getsource(type(model).forward))
+    assert ad.bidirectional_images == (getattr(model.config, "model_type", None) == "gemma3")
+
+
+def test_logit_softcap_only_where_the_forward_applies_it():
+    import inspect
+
+    import transformers
+
+    assert "final_logit_softcapping" in inspect.getsource(transformers.Gemma2ForCausalLM.forward)
+    gemma2 = transformers.Gemma2Config(final_logit_softcapping=30.0)
+    assert ADAPTERS["causal_lm"].logit_softcap(gemma2) == 30.0
+    assert ADAPTERS["gemma3"].logit_softcap(build_tiny_config("gemma3")) is None  # its config has 30.0
+    assert ADAPTERS["causal_lm"].logit_softcap(build_tiny_config("causal_lm")) is None

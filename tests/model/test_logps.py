@@ -51,9 +51,9 @@ def test_batch_logps_finite_and_independent_of_batchmates(family, tiny_model):
     records = pair_records(family)
     batch, pairs = make_batch(records, model, proc)
     with torch.no_grad():
-        together = batch_logps(model, batch, family=family)
-        alone = batch_logps(model, make_batch(records[:1], model, proc)[0], family=family)
-        text_only = batch_logps(model, make_batch(records[-1:], model, proc)[0], family=family)  # no pixels at all
+        together = batch_logps(model, batch)
+        alone = batch_logps(model, make_batch(records[:1], model, proc)[0])
+        text_only = batch_logps(model, make_batch(records[-1:], model, proc)[0])  # no pixels at all
     assert torch.isfinite(together.chosen_logps).all() and torch.isfinite(together.rejected_logps).all()
     assert together.chosen_logps.dtype == torch.float32
     assert together.chosen_lengths.tolist() == [len(p.chosen_ids) for p in pairs]

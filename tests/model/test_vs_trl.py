@@ -16,7 +16,7 @@ pytest.importorskip("trl")
 from datasets import Dataset  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
-from vlmdpo.collate import collate  # noqa: E402
+from vlmdpo.batching.plain import collate  # noqa: E402
 from vlmdpo.encode import encode_pair  # noqa: E402
 from vlmdpo.losses import compute_loss  # noqa: E402
 from vlmdpo.model.families import adapter_for  # noqa: E402
@@ -92,7 +92,7 @@ def test_logps_and_loss_match_trl(family, tmp_path):
     pairs = [encode_pair(as_record(i, r), processor, ad, max_length=None) for i, r in enumerate(rows)]
     batch = collate(pairs, pad_token_id=tok.pad_token_id, family=ad)
     with torch.no_grad():
-        ours, ours_ref = batch_logps(policy, batch, family=ad), batch_logps(ref, batch, family=ad)
+        ours, ours_ref = batch_logps(policy, batch), batch_logps(ref, batch)
     loss, metrics = compute_loss(ours, ours_ref, loss_type="sigmoid", beta=BETA)
     trainer = trl_trainer(family, policy, ref, processor, rows, tmp_path)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from train_helpers import SAMPLE_IMAGES, read_jsonl, tiny_config
-from vlmdpo.collate_shared import SharedBatch
+from vlmdpo.types import SharedBatch
 from vlmdpo.train import data as train_data
 from vlmdpo.train.loop import run_training
 

@@ -90,7 +90,7 @@ def encode_records(records: Sequence[PreferenceRecord], encode: Callable[[Prefer
 def pair_logps(model, pairs: Sequence[EncodedPair], *, family: Any, pad_token_id: int, batch_size: int = 8,
                on_batch: Callable[[int], None] | None = None) -> LogpPair:
     """Summed completion log-probs for every pair, in order, without gradients."""
-    from vlmdpo.collate import collate
+    from vlmdpo.batching.plain import collate
     from vlmdpo.model.logps import batch_logps
 
     if not pairs:
@@ -103,7 +103,7 @@ def pair_logps(model, pairs: Sequence[EncodedPair], *, family: Any, pad_token_id
             for start in range(0, len(pairs), batch_size):
                 chunk = list(pairs[start:start + batch_size])
                 batch = collate(chunk, pad_token_id=pad_token_id, family=family)
-                lp = batch_logps(model, batch, family=family)
+                lp = batch_logps(model, batch)
                 parts.append(LogpPair(*(t.detach().float().cpu() for t in (
                     lp.chosen_logps, lp.rejected_logps, lp.chosen_lengths, lp.rejected_lengths))))
                 if on_batch is not None:

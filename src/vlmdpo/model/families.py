@@ -1,9 +1,10 @@
 """One small adapter per model family: every family quirk lives here and nowhere else.
 
-An adapter knows which processor outputs are vision inputs and how to stack them across the
-rows of a batch, which per-token type ids the model needs (Qwen's M-RoPE `mm_token_type_ids`,
-Gemma 3's `token_type_ids` for bidirectional attention over image tokens), and where the vision
-tower, projector and language model sit (for freezing and LoRA targeting).
+An adapter knows which processor outputs are vision inputs and how to join them across the
+rows or documents of a batch, which per-token type ids the model needs (Qwen's M-RoPE
+`mm_token_type_ids`, Gemma 3's `token_type_ids`), what its forward does that a fast layout must
+redo (mRoPE positions, Gemma 3's bidirectional image attention, logit soft-capping), and where
+the vision tower, projector and language model sit (for freezing and LoRA targeting).
 """
 from __future__ import annotations
 
@@ -35,6 +36,16 @@ class FamilyAdapter:
     # "mrope": 3-D rotary positions computed by the model from image grids (matters for
     # packed / shared-prefix layouts; the plain layout lets the model derive them)
     rope: Literal["1d", "mrope"] = "1d"
+    # the plain forward lets each image's tokens attend to each other both ways (Gemma 3 builds this
+    # from token_type_ids); a fast layout's own attention mask must do the same
+    bidirectional_images: bool = False
+    # the forward soft-caps the logits by the config's final_logit_softcapping (text-only Gemma 2 / 3
+    # heads); no supported VLM class does, Gemma3ForConditionalGeneration included, though its config
+    # carries the value
+    forward_softcaps: bool = False
+    # pixel inputs are [samples, images per sample, ...] (Idefics3): a fast layout gathers every image
+    # into one sample, zero-padded to the largest H and W (the model skips all-zero padding images)
+    images_per_sample: bool = False
     supports_multi_image: bool = True
     # filled in by `adapter_for(model or config)`; an adapter looked up by name has none
     image_token: int | None = None
@@ -82,6 +93,26 @@ class FamilyAdapter:
             out[key] = torch.cat(tensors, dim=0)
         return out
 
+    def join_vision(self, docs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Join per-document vision dicts in document order into one batch dict (the fast layouts,
+        whose rows hold several documents): "cat" keys are concatenated; "pad1" keys are zero-padded
+        on every dim but the first, then concatenated (LLaVA-NeXT patches per image), or gathered
+        into one sample (`images_per_sample`)."""
+        import torch
+
+        out: dict[str, Any] = {}
+        for key, how in self.vision_keys.items():
+            tensors = [torch.as_tensor(d[key]) for d in docs if d.get(key) is not None]
+            if not tensors:
+                continue
+            if how == "cat":
+                out[key] = torch.cat(tensors)
+            elif self.images_per_sample:
+                out[key] = _cat_padded([t.reshape(-1, *t.shape[2:]) for t in tensors]).unsqueeze(0)
+            else:
+                out[key] = _cat_padded(tensors)
+        return out
+
     def token_types(self, input_ids, config=None):
         """Per-token type ids (0 text, 1 image, 2 video) when the family's forward needs them;
         the same values the processor returns, derived from the ids so collate can rebuild them."""
@@ -97,6 +128,13 @@ class FamilyAdapter:
             types = types.masked_fill(input_ids == video, self.video_type)
         return types
 
+    def logit_softcap(self, config) -> float | None:
+        """The soft-cap the model's forward applies to its logits (tanh(x/c)*c), or None."""
+        if not self.forward_softcaps:
+            return None
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return getattr(text, "final_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None)
+
     # ---------------------------------------------------------------- modules
     def parts(self) -> dict[str, tuple[str, ...]]:
         return {"vision_tower": self.vision_tower, "projector": self.projector, "language_model": self.language_model}
@@ -111,6 +149,19 @@ def _pad_dim1(t, width: int):
     return torch.cat([t, pad], dim=1)
 
 
+def _cat_padded(tensors: list):
+    """Concatenate along dim 0 after zero-padding every other dim, at its end, to the largest size."""
+    import torch
+    import torch.nn.functional as F
+
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    padded = []
+    for t in tensors:
+        pad = [n for have, want in zip(reversed(t.shape[1:]), reversed(shape)) for n in (0, want - have)]
+        padded.append(F.pad(t, pad) if any(pad) else t)
+    return torch.cat(padded)
+
+
 _QWEN_VISION: dict[str, Stacking] = {"pixel_values": "cat", "image_grid_thw": "cat", "pixel_values_videos": "cat",
                                      "video_grid_thw": "cat", "second_per_grid_ts": "cat"}
 
@@ -119,7 +170,7 @@ ADAPTERS: dict[str, FamilyAdapter] = {
     for a in (
         FamilyAdapter(
             name="idefics3", model_types=("idefics3", "smolvlm"), is_vlm=True,
-            vision_keys={"pixel_values": "pad1", "pixel_attention_mask": "pad1"},
+            vision_keys={"pixel_values": "pad1", "pixel_attention_mask": "pad1"}, images_per_sample=True,
             vision_tower=("model.vision_model",), projector=("model.connector",),
             language_model=("model.text_model", "lm_head"), end_of_turn=("<end_of_utterance>", "<|im_end|>"),
         ),
@@ -157,13 +208,13 @@ ADAPTERS: dict[str, FamilyAdapter] = {
         FamilyAdapter(
             name="gemma3", model_types=("gemma3",), is_vlm=True, vision_keys={"pixel_values": "cat"},
             # Gemma 3 lets image tokens attend to each other bidirectionally, marked by token_type_ids
-            token_type_key="token_type_ids",
+            token_type_key="token_type_ids", bidirectional_images=True,
             vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector",),
             language_model=("model.language_model", "lm_head"), end_of_turn=("<end_of_turn>",),
         ),
         FamilyAdapter(
             name="causal_lm", model_types=(), is_vlm=False, language_model=("model", "lm_head"),
-            supports_multi_image=False,
+            supports_multi_image=False, forward_softcaps=True,
             # any text-only model: the turn enders of the common chat formats
             end_of_turn=("<|im_end|>", "<end_of_utterance>", "<end_of_turn>", "<|eot_id|>"),
         ),

@@ -2,25 +2,20 @@
 
 Position t's logits predict token t+1, so token t+1 counts when completion_mask[t+1] is 1.
 Only those positions are upcast to fp32 and normalized (a [tokens, vocab] tensor, not
-[rows, length, vocab]). The fast paths live in `vlmdpo.model.fast` and are tested equal to this.
+[rows, length, vocab]). The fast paths live in `vlmdpo.model.fast` (`fast_batch_logps`) and are
+tested equal to this; `vlmdpo.batching.layout` picks one of the two for a run.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from vlmdpo.model.placement import model_device, to_model
 from vlmdpo.types import Batch, LogpPair
 
 
-def batch_logps(model, batch: Batch, *, family: Any = None) -> LogpPair:
-    """Policy (or reference) log-probs for a plain-layout batch; differentiable unless under no_grad.
-    A fast-layout batch (`vlmdpo.collate_shared.SharedBatch`) goes to the fast path it was collated for."""
-    if not isinstance(batch, Batch):
-        from vlmdpo.model.fast.forward import fast_batch_logps
-
-        return fast_batch_logps(model, batch, family=family)
-    inputs = to_model(batch.model_inputs, _device(model), _float_dtype(model))
+def batch_logps(model, batch: Batch) -> LogpPair:
+    """Policy (or reference) log-probs for a plain-layout batch; differentiable unless under no_grad."""
+    inputs = to_model(batch.model_inputs, model_device(model), _float_dtype(model))
     mask = batch.completion_mask.to(inputs["input_ids"].device)
     logits = model(**inputs, use_cache=False).logits
     per_token = token_logps(logits, inputs["input_ids"], mask)
@@ -56,24 +51,7 @@ def reduce_logps(per_token: torch.Tensor, shift_mask: torch.Tensor, num_pairs: i
     )
 
 
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover - a model without parameters
-        return torch.device("cpu")
-
-
 def _float_dtype(model) -> torch.dtype | None:
     dtype = getattr(model, "dtype", None)
     return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
 
-
-def to_model(inputs: dict[str, Any], device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Batch tensors on the model's device; floating ones (pixel values) in the model's dtype (bf16
-    towers). The plain and the fast path both move their inputs with this."""
-    out = {}
-    for k, v in inputs.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, dtype=dtype if (dtype is not None and v.is_floating_point()) else None)
-        out[k] = v
-    return out

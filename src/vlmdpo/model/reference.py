@@ -1,49 +1,46 @@
 """The reference policy: the policy with adapters disabled (LoRA), or a frozen copy (full).
 
-A run made only of reference-free losses (SimPO, ORPO, SFT) needs none: make_reference returns None.
+Whether a run needs a reference at all (reference-free losses such as SimPO, ORPO and SFT need
+none) is the caller's decision; the reference computes its log-probs with the run's `logps_fn`,
+the same one as the policy (`vlmdpo.batching.layout.select_layout`).
 """
 from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
-from vlmdpo.losses import needs_reference  # one list of reference-free losses (simpo, orpo, sft)
-from vlmdpo.model.families import FamilyAdapter
 from vlmdpo.model.prepare import disable_checkpointing, is_checkpointing
-from vlmdpo.model.logps import batch_logps
-from vlmdpo.types import Batch, LogpPair
+from vlmdpo.types import LogpPair
 
 
 @dataclass
 class Reference:
     model: Any
     kind: Literal["adapters_off", "frozen_copy"]
-    family: FamilyAdapter | None = None
+    logps_fn: Callable[[Any, Any], LogpPair]  # (model, batch) -> LogpPair
 
-    def logps(self, batch: Batch) -> LogpPair:
+    def logps(self, batch: Any) -> LogpPair:
         with torch.no_grad(), self.context():
-            out = batch_logps(self.model, batch, family=self.family)
-        return out
+            return self.logps_fn(self.model, batch)
 
     def context(self):
-        """Where the reference is the model: adapters off for LoRA, nothing for a frozen copy.
-        Fast paths that run their own forward use this too."""
+        """Where the reference is the model: adapters off for LoRA, nothing for a frozen copy."""
         return self.model.disable_adapter() if self.kind == "adapters_off" else nullcontext()
 
 
-def make_reference(bundle, cfg) -> Reference | None:
-    if not needs_reference(getattr(cfg, "loss_type", "sigmoid")):
-        return None
-    if bundle.is_peft:
-        return Reference(model=bundle.model, kind="adapters_off", family=bundle.family)
-    frozen = copy.deepcopy(bundle.model)
+def make_reference(policy: Any, *, is_peft: bool, logps_fn: Callable[[Any, Any], LogpPair]) -> Reference:
+    """LoRA / QLoRA (`is_peft`): the policy itself with its adapters off. Full fine-tuning: a frozen,
+    eval-mode copy of the policy as it is now, without gradient checkpointing."""
+    if is_peft:
+        return Reference(model=policy, kind="adapters_off", logps_fn=logps_fn)
+    frozen = copy.deepcopy(policy)
     frozen.eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
     if is_checkpointing(frozen):
         disable_checkpointing(frozen)  # no backward through the reference: skip the recompute
-    return Reference(model=frozen, kind="frozen_copy", family=bundle.family)
+    return Reference(model=frozen, kind="frozen_copy", logps_fn=logps_fn)

@@ -39,10 +39,7 @@ class StepBatch:
 
     @property
     def num_tokens(self) -> int:
-        if not isinstance(self.batch, Batch):  # a fast-layout SharedBatch counts its own tokens
-            return int(self.batch.num_tokens)
-        mask = self.batch.model_inputs.get("attention_mask")
-        return int(mask.sum()) if mask is not None else 0
+        return self.batch.num_tokens
 
 
 def split_validation(records: list[PreferenceRecord], val_size: float, seed: int
@@ -119,10 +116,9 @@ class EncodedPairs(torch.utils.data.Dataset):
         return i, self.encode(self.records[self.keep[i]])
 
 
-def make_collate(collate_fn: Callable[..., Batch], *, pad_token_id: int, family: Any) -> Callable:
+def make_collate(collate_fn: Callable[[list[EncodedPair]], Batch]) -> Callable:
     def _collate(items: list[tuple[int, EncodedPair]]) -> StepBatch:
-        return StepBatch(collate_fn([p for _, p in items], pad_token_id=pad_token_id, family=family),
-                         [i for i, _ in items])
+        return StepBatch(collate_fn([p for _, p in items]), [i for i, _ in items])
 
     return _collate
 
@@ -142,7 +138,6 @@ def to_device(step: StepBatch, device: torch.device) -> StepBatch:
     if not isinstance(b, Batch):  # a fast-layout SharedBatch
         return StepBatch(b.to(device), step.indices)
     moved = Batch(model_inputs={k: move(v) for k, v in b.model_inputs.items()},
-                  completion_mask=move(b.completion_mask), ids=b.ids, num_pairs=b.num_pairs,
-                  ref_chosen_logps=move(b.ref_chosen_logps), ref_rejected_logps=move(b.ref_rejected_logps))
+                  completion_mask=move(b.completion_mask), ids=b.ids, num_pairs=b.num_pairs)
     return StepBatch(moved, step.indices)
 

@@ -19,6 +19,7 @@ from vlmdpo.train.metrics import MetricsLog
 from vlmdpo.train.refcache import cache_key, default_cache_dir
 from vlmdpo.train.schedule import StepPlan, build_optimizer, build_scheduler, epoch_batches, plan_steps, shard
 from vlmdpo.train.step import RefSource
+from vlmdpo.types import FastOptions
 
 Say = Callable[[str], None]
 
@@ -147,8 +148,8 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say)
     train_ds, eval_ds = EncodedPairs(train_recs, train_keep, encode), EncodedPairs(eval_recs, eval_keep, encode)
 
-    collate_fn, logps_fn = stages.choose_layout(cfg, bundle, acc, say)
-    batching = Batching(make_collate(collate_fn, pad_token_id=bundle.pad_token_id, family=bundle.family),
+    layout = stages.choose_layout(FastOptions.from_config(cfg), bundle, acc, say)
+    batching = Batching(make_collate(layout.collate_fn),
                         device=acc.device, world_size=acc.num_processes, rank=acc.process_index,
                         train_batch_size=cfg.per_device_train_batch_size,
                         eval_batch_size=cfg.per_device_eval_batch_size, num_workers=cfg.dataloader_num_workers,
@@ -157,7 +158,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     if cfg.needs_reference:
         from vlmdpo.model.reference import make_reference
 
-        reference = make_reference(bundle, cfg)
+        reference = make_reference(bundle.model, is_peft=bundle.is_peft, logps_fn=layout.logps_fn)
     refs = stages.reference_sources(
         reference, train_ds, eval_ds, batching.eval_batches, acc, say,
         cache_dir=default_cache_dir(cfg.output_dir, cfg.ref_cache_dir) if cfg.precompute_ref_log_probs else None,
@@ -183,7 +184,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     losses = LossSettings.from_config(cfg)
     return Run(cfg=cfg, out=out, acc=acc, say=say, bundle=bundle, model=model, optimizer=optimizer,
                scheduler=scheduler, plan=plan, train_ds=train_ds, eval_ds=eval_ds, batching=batching,
-               logps_fn=logps_fn, train_ref=refs.train, eval_ref=refs.eval, losses=losses,
+               logps_fn=layout.logps_fn, train_ref=refs.train, eval_ref=refs.eval, losses=losses,
                metric_keys=losses.metric_keys(), bco=bco, log=log, state=state, resumed_from=resumed_from, dropped=dropped, ref_cache=refs.cache)
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -161,34 +160,15 @@ def epoch_float(state, batches_per_epoch: int) -> float:
     return state.epoch + state.batch_in_epoch / max(batches_per_epoch, 1)
 
 
-def choose_layout(cfg, bundle, acc, say: Say) -> tuple[Callable, Callable]:
-    """(collate_fn, logps_fn): the fast layout (vision once, shared prefix, completion-only logits)
-    when any fast path is on, else the plain one.
+def choose_layout(options, bundle, acc, say: Say):
+    """The run's (collate_fn, logps_fn) pair, chosen once (`vlmdpo.batching.layout.select_layout`)."""
+    from vlmdpo.batching.layout import select_layout
 
-    Under DDP the fast forward still goes through the wrapped model once per step; the pieces it
-    runs beside that call (the vision encoder for a shared image, the LM head at completion
-    positions) use parameters that are also in that call's graph, so each gradient is reduced once
-    (tests/train/test_distributed.py). FSDP and DeepSpeed gather sharded parameters only inside
-    the wrapped forward, so those pieces would see shards: they use the plain layout."""
-    from accelerate.utils import DistributedType
-
-    from vlmdpo.collate import collate
-    from vlmdpo.collate_shared import FastOptions, collate_shared
-    from vlmdpo.model.fast.forward import resolve_options
-
-    from vlmdpo.model.logps import batch_logps
-
-    logps_fn = partial(_logps, batch_logps, bundle.family)
-    options = resolve_options(FastOptions.from_config(cfg), bundle.model)
-    on = [k for k in ("share_vision", "shared_prefix", "completion_only_logits", "padding_free") if getattr(options, k)]
-    if not on:
-        return collate, logps_fn
-    if acc.num_processes > 1 and acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        say(f"fast paths are off under {acc.distributed_type.value} (plain layout; same values, slower)")
-        return collate, logps_fn
-    say(f"fast paths: {', '.join(on)}")
-    return partial(collate_shared, options=options), logps_fn
-
-
-def _logps(batch_logps, family, model, batch):
-    return batch_logps(model, batch, family=family)
+    layout = select_layout(options, model=bundle.model, family=bundle.family,
+                           pad_token_id=bundle.pad_token_id,
+                           distributed_type=acc.distributed_type.value if acc.num_processes > 1 else None)
+    if layout.reason_off:
+        say(layout.reason_off)
+    elif layout.fast_paths:
+        say(f"fast paths: {', '.join(layout.fast_paths)}")
+    return layout

@@ -4,30 +4,26 @@ The model runs through its own top-level forward (so DDP / FSDP / PEFT wrappers 
 call) with our attention mask, position ids and, when given, precomputed vision features. A
 pre-hook on the LM head takes the final hidden states and hands the head an empty slice, so the
 full-vocabulary logits are never built; the head is then applied to completion positions only,
-in chunks (`logits.completion_logps`).
+in chunks (`logits.head_logps`). What a family's own forward does that this must redo (mRoPE,
+bidirectional image attention, logit soft-capping) is read from its `FamilyAdapter`.
 """
 from __future__ import annotations
 
-import inspect
 from contextlib import nullcontext
 from dataclasses import replace
-from functools import lru_cache
 from typing import Any
 
 import torch
 
-from vlmdpo.collate_shared import FastOptions, SharedBatch
-from vlmdpo.model.fast.logits import completion_logps, reduce_logps
+from vlmdpo.model.families import FamilyAdapter, adapter_for
+from vlmdpo.model.fast.logits import head_logps, reduce_completion_logps
 from vlmdpo.model.fast.masks import SHARED_PREFIX_IMPLEMENTATIONS, build_attention_mask, image_blocks
 from vlmdpo.model.fast.positions import position_ids
 from vlmdpo.model.fast.vision import (
     batch_vision_features, can_share_vision, forward_vision_kwargs, inner_model, tower_replay, unwrap,
 )
-from vlmdpo.types import LogpPair
-
-# Families whose plain forward makes each image's tokens attend to each other both ways
-# (transformers builds this from token_type_ids); the fast mask must do the same.
-_BIDIRECTIONAL_IMAGE_MODEL_TYPES = ("gemma3",)
+from vlmdpo.model.placement import model_device
+from vlmdpo.types import FastOptions, LogpPair, SharedBatch
 
 
 def attn_implementation(model: Any) -> str:
@@ -42,33 +38,12 @@ def resolve_options(options: FastOptions, model: Any) -> FastOptions:
     return options
 
 
-def _device(model: Any) -> torch.device:
-    return next(unwrap(model).parameters()).device
-
-
-def _dtype(model: Any) -> torch.dtype:
+def _embedding_dtype(model: Any) -> torch.dtype:
     base = unwrap(model)
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
     if emb is not None and hasattr(emb, "weight"):
         return emb.weight.dtype
     return next(base.parameters()).dtype
-
-
-@lru_cache(maxsize=None)
-def _forward_softcaps(cls: type) -> bool:
-    # Gemma's text-only heads soft-cap the logits in forward; Gemma3ForConditionalGeneration
-    # (transformers 5.23) does not, although its config carries the value. Do what the class does.
-    try:
-        return "final_logit_softcapping" in inspect.getsource(cls.forward)
-    except (OSError, TypeError):
-        return True
-
-
-def _softcap(base: Any) -> float | None:
-    config = base.config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    cap = getattr(text, "final_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None)
-    return cap if cap and _forward_softcaps(type(base)) else None
 
 
 class _TakeHidden:
@@ -82,7 +57,7 @@ class _TakeHidden:
         return (args[0][:, :0],)
 
 
-def build_mask(model: Any, batch: SharedBatch, device: torch.device) -> Any:
+def build_mask(model: Any, batch: SharedBatch, device: torch.device, family: FamilyAdapter) -> Any:
     base = unwrap(model)
     attn = attn_implementation(model)
     doc, branch, pos = batch.doc.to(device), batch.branch.to(device), batch.positions.to(device)
@@ -94,17 +69,17 @@ def build_mask(model: Any, batch: SharedBatch, device: torch.device) -> Any:
             )
         return (doc >= 0).long()
     blocks = None
-    if getattr(base.config, "model_type", None) in _BIDIRECTIONAL_IMAGE_MODEL_TYPES:
-        blocks = image_blocks(batch.input_ids.to(device), doc, getattr(base.config, "image_token_id", None))
+    if family.bidirectional_images:
+        blocks = image_blocks(batch.input_ids.to(device), doc, family.image_token_id(base.config))
     return build_attention_mask(doc, branch, pos, config=base.config, attn_implementation=attn,
-                                dtype=_dtype(model), blocks=blocks)
+                                dtype=_embedding_dtype(model), blocks=blocks)
 
 
 def fast_batch_logps(
     model: Any,
     batch: SharedBatch,
     *,
-    family: Any = None,
+    family: FamilyAdapter | str | None = None,
     options: FastOptions | None = None,
     vision_features: dict[str, Any] | None = None,
 ) -> LogpPair:
@@ -118,20 +93,21 @@ def fast_batch_logps(
     images once and uses the features for both of its rows; and a frozen vision tower under a
     trainable projector runs once per batch across both models (`vision.tower_replay`).
     `vision_features` overrides all that. `family` (a FamilyAdapter; looked up from the model when
-    None) locates the vision tower; other quirks are read from the model's config.
+    None) says where the vision tower is and which of the forward's quirks to redo.
     """
     options = options or batch.options
     base = unwrap(model)
+    family = adapter_for(family if family is not None else base)
     inner = inner_model(model)
-    device = _device(model)
+    device = model_device(model)
     share = options.share_vision and batch.vision
     replay = tower_replay(model, batch, family) if share else nullcontext()
     with replay:
         if vision_features is None and share:
             vision_features = _shared_or_once(model, batch, device)
-        kwargs = forward_vision_kwargs(batch, vision_features, device, _dtype(model))
-        kwargs["attention_mask"] = build_mask(model, batch, device)
-        kwargs["position_ids"] = position_ids(inner, batch, device)
+        kwargs = forward_vision_kwargs(batch, vision_features, device, _embedding_dtype(model))
+        kwargs["attention_mask"] = build_mask(model, batch, device, family)
+        kwargs["position_ids"] = position_ids(inner, batch, device, family)
         ids = batch.input_ids.to(device)
         idx = batch.completion.to(device)
         if options.completion_only_logits:
@@ -147,36 +123,21 @@ def fast_batch_logps(
 
     if options.completion_only_logits:
         hidden = take.hidden[idx.row, idx.pred]
-        token_logps = completion_logps(hidden, idx.target, head, softcap=_softcap(base),
-                                       chunk_size=options.logits_chunk_size)
+        token_logps = head_logps(hidden, idx.target, head, softcap=family.logit_softcap(base.config),
+                                 chunk_size=options.logits_chunk_size)
     else:
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         token_logps = torch.log_softmax(logits, dim=-1)[idx.row, idx.pred, idx.target]
-    return reduce_logps(token_logps, idx.pair, idx.side, idx.k, batch.chosen_lengths, batch.rejected_lengths)
+    return reduce_completion_logps(token_logps, idx.pair, idx.side, idx.k, batch.chosen_lengths, batch.rejected_lengths)
 
 
 def _shared_or_once(model: Any, batch: SharedBatch, device: torch.device) -> dict[str, Any] | None:
     if can_share_vision(model):
         if batch.vision_cache is None:
             with torch.no_grad():
-                batch.vision_cache = batch_vision_features(model, batch, device, _dtype(model))
+                batch.vision_cache = batch_vision_features(model, batch, device, _embedding_dtype(model))
         return batch.vision_cache
     if batch.vision_repeats:
-        return batch_vision_features(model, batch, device, _dtype(model))  # with grad: the tower or projector trains
+        return batch_vision_features(model, batch, device, _embedding_dtype(model))  # with grad: the tower or projector trains
     return None  # each image is in the input once already: the forward encodes it once
 
-
-def reference_logps(reference: Any, batch: SharedBatch) -> LogpPair:
-    """Reference log-probs of a fast batch: no grad, adapters off (LoRA) or the frozen copy.
-    `reference` is a `vlmdpo.model.reference.Reference`."""
-    with torch.no_grad(), reference.context():
-        return fast_batch_logps(reference.model, batch, family=reference.family)
-
-
-def shared_vision_features(model: Any, batch: SharedBatch) -> dict[str, Any] | None:
-    """Encoder outputs to hand to both the policy and the reference, or None when they cannot
-    be shared (vision path trainable or adapted) or the batch has no images."""
-    if not batch.vision or not can_share_vision(model):
-        return None
-    with torch.no_grad():
-        return batch_vision_features(model, batch, _device(model), _dtype(model))

@@ -26,7 +26,7 @@ def _chunk_logps(hidden: torch.Tensor, targets: torch.Tensor, head: Callable, so
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def completion_logps(
+def head_logps(
     hidden: torch.Tensor,
     targets: torch.Tensor,
     lm_head: nn.Module | Callable,
@@ -67,7 +67,7 @@ def full_logits_logps(
     return logp[row, pred, targets]
 
 
-def reduce_logps(
+def reduce_completion_logps(
     token_logps: torch.Tensor,
     pair: torch.Tensor,
     side: torch.Tensor,

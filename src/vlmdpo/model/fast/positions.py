@@ -12,24 +12,11 @@ from typing import Any
 
 import torch
 
-from vlmdpo.collate_shared import SharedBatch
+from vlmdpo.model.families import FamilyAdapter
+from vlmdpo.types import SharedBatch
 
 
-def uses_mrope(inner: Any) -> bool:
-    return callable(getattr(inner, "get_rope_index", None))
-
-
-def mm_token_types(input_ids: torch.Tensor, config: Any) -> torch.Tensor:
-    """1 on image tokens, 2 on video tokens, 0 elsewhere (what Qwen processors return)."""
-    types = torch.zeros_like(input_ids, dtype=torch.int)
-    for value, name in ((1, "image_token_id"), (2, "video_token_id")):
-        tid = getattr(config, name, None)
-        if tid is not None:
-            types[input_ids == tid] = value
-    return types
-
-
-def mrope_position_ids(inner: Any, batch: SharedBatch, device: torch.device) -> torch.Tensor:
+def mrope_position_ids(inner: Any, batch: SharedBatch, device: torch.device, family: FamilyAdapter) -> torch.Tensor:
     """[3, R, T] mRoPE position ids for `batch`, via `inner.get_rope_index` on the prompts."""
     docs = batch.docs
     ids = batch.input_ids
@@ -43,7 +30,7 @@ def mrope_position_ids(inner: Any, batch: SharedBatch, device: torch.device) -> 
     kwargs = {k: batch.vision[k].to(device) for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
               if k in batch.vision}
     pos, _ = inner.get_rope_index(
-        input_ids=prompts, mm_token_type_ids=mm_token_types(prompts, inner.config), attention_mask=amask, **kwargs
+        input_ids=prompts, mm_token_type_ids=family.token_types(prompts, inner.config), attention_mask=amask, **kwargs
     )
     out = torch.zeros((3, *ids.shape), dtype=torch.long, device=device)
     for i, d in enumerate(docs):
@@ -55,8 +42,8 @@ def mrope_position_ids(inner: Any, batch: SharedBatch, device: torch.device) -> 
     return out
 
 
-def position_ids(inner: Any, batch: SharedBatch, device: torch.device) -> torch.Tensor:
-    """[R, T] (1D rope) or [3, R, T] (mRoPE) position ids."""
-    if uses_mrope(inner):
-        return mrope_position_ids(inner, batch, device)
+def position_ids(inner: Any, batch: SharedBatch, device: torch.device, family: FamilyAdapter) -> torch.Tensor:
+    """[R, T] (1D rope) or [3, R, T] (mRoPE, `family.rope`) position ids."""
+    if family.rope == "mrope":
+        return mrope_position_ids(inner, batch, device, family)
     return batch.positions.to(device)

@@ -14,8 +14,9 @@ from typing import Any, Iterator
 
 import torch
 
-from vlmdpo.collate_shared import SharedBatch
-from vlmdpo.model.logps import to_model
+from vlmdpo.model.families import adapter_for
+from vlmdpo.model.placement import to_model
+from vlmdpo.types import SharedBatch
 
 PIXEL_KEYS = ("pixel_values", "pixel_attention_mask", "pixel_values_videos")
 # Inner-model attributes that hold the language model; everything else under the inner model
@@ -78,8 +79,6 @@ def frozen_tower(model: Any, family: Any = None) -> torch.nn.Module | None:
     Qwen's patch merger (its projector) sits inside the tower module: there only the whole
     vision path can be shared (`can_share_vision`, needs freeze_projector: true).
     """
-    from vlmdpo.model.families import adapter_for
-
     base = unwrap(model)
     try:
         adapter = adapter_for(family if family is not None else base)
