@@ -12,7 +12,7 @@ import logging
 from typing import Any, Literal
 
 from vlmdpo.model.families import FamilyAdapter, adapter_for
-from vlmdpo.types import EncodedPair, ImageRef, Message, PreferenceRecord
+from vlmdpo.types import Dropped, EncodedPair, ImageRef, Message, PreferenceRecord
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,14 @@ class EncodeError(ValueError):
 
     def __reduce__(self):  # survives DataLoader worker processes (keyword-only init)
         return _rebuild_error, (self.kind, self.message, self.fix, self.record_id, self.where, str(self))
+
+
+def dropped_pair(record: PreferenceRecord, error: Exception) -> Dropped:
+    """The report of a pair that `encode_pair` refused."""
+    message = getattr(error, "message", None) or str(error)
+    fix = getattr(error, "fix", "")
+    return Dropped(record.id, str(record.source) if record.source is not None else "",
+                   getattr(error, "kind", "encode"), f"{message} -> {fix}" if fix and fix not in message else message)
 
 
 def _rebuild_error(kind, message, fix, record_id, where, text):

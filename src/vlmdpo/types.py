@@ -124,6 +124,10 @@ class Batch:
         mask = self.model_inputs.get("attention_mask")
         return int(mask.sum()) if mask is not None else 0
 
+    def to(self, device) -> Batch:
+        return replace(self, model_inputs={k: _move(v, device) for k, v in self.model_inputs.items()},
+                       completion_mask=_move(self.completion_mask, device))
+
 
 @dataclass
 class LogpPair:
@@ -146,7 +150,7 @@ PROMPT, CHOSEN, REJECTED = 0, 1, 2
 
 @dataclass(frozen=True)
 class FastOptions:
-    """The fast-path switches (config keys of the same names).
+    """The fast-path switches, and their defaults (the config keys of the same names take them from here).
 
     Layout switches (`shared_prefix`, `padding_free`, `max_tokens_per_row`) act in
     `vlmdpo.batching.shared`; the others in `vlmdpo.model.fast.fast_batch_logps`. The batch
@@ -159,11 +163,6 @@ class FastOptions:
     padding_free: bool = False  # pack documents into rows (block-sparse with flex_attention)
     logits_chunk_size: int = 1024
     max_tokens_per_row: int | None = None  # padding-free row budget (None: one row)
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> FastOptions:
-        """From a TrainConfig (or anything with these attributes); missing ones keep defaults."""
-        return cls(**{f: getattr(cfg, f) for f in cls.__dataclass_fields__ if getattr(cfg, f, None) is not None})
 
 
 @dataclass
@@ -251,3 +250,16 @@ class SharedBatch:
             vision={k: _move(v, device) for k, v in self.vision.items()},
             vision_unique={k: _move(v, device) for k, v in self.vision_unique.items()} if self.vision_unique else None,
         )
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A pair left out of training or scoring, and why: reported, never silently lost."""
+
+    id: str
+    source: str  # "file:row" when known
+    kind: str
+    message: str  # what is wrong -> how to fix it
+
+    def __str__(self) -> str:
+        return f"{self.source or self.id}: {self.kind}: {self.message}"

@@ -85,4 +85,4 @@ def test_unencodable_pairs_are_reported(tiny_idefics3, demo_records):
     pairs, kept, dropped = encode_records(
         demo_records, lambda r: encode_pair(r, processor, fam, max_length=8, truncation="drop"))
     assert not pairs and len(dropped) == len(demo_records)
-    assert dropped[0].id == demo_records[0].id and dropped[0].reason
+    assert dropped[0].id == demo_records[0].id and dropped[0].message

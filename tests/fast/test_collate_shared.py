@@ -133,10 +133,10 @@ def test_bad_input_is_refused_clearly():
 
 
 def test_options_from_config_and_move():
-    class Cfg:
-        share_vision, shared_prefix, completion_only_logits, padding_free = False, True, True, True
+    from vlmdpo.config import TrainConfig
 
-    o = FastOptions.from_config(Cfg())
+    cfg = TrainConfig(model_name_or_path="tiny:llava", dataset="x.jsonl", share_vision=False, padding_free=True)
+    o = cfg.fast_options()
     assert (o.share_vision, o.padding_free, o.logits_chunk_size) == (False, True, 1024)
     b = collate_shared([A], pad_token_id=PAD, family=FAM, options=o).to("cpu")
     assert b.options is o and b.layout == "packed"

@@ -14,13 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from vlmdpo.types import EncodedPair, LogpPair, PreferenceRecord
-
-
-@dataclass
-class Dropped:
-    id: str
-    reason: str
+from vlmdpo.types import Dropped, EncodedPair, LogpPair, PreferenceRecord
 
 
 def _win_rate(diff: torch.Tensor) -> float:
@@ -75,7 +69,7 @@ def encode_records(records: Sequence[PreferenceRecord], encode: Callable[[Prefer
 
     Returns (pairs, indices of the records they came from, dropped).
     """
-    from vlmdpo.encode import EncodeError
+    from vlmdpo.encode import EncodeError, dropped_pair
 
     pairs, kept, dropped = [], [], []
     for i, rec in enumerate(records):
@@ -83,7 +77,7 @@ def encode_records(records: Sequence[PreferenceRecord], encode: Callable[[Prefer
             pairs.append(encode(rec))
             kept.append(i)
         except EncodeError as exc:
-            dropped.append(Dropped(rec.id, str(exc)))
+            dropped.append(dropped_pair(rec, exc))
     return pairs, kept, dropped
 
 

@@ -94,7 +94,7 @@ def _score_model(im, records, cfg, *, label: str, do_generate: bool, max_new_tok
     pairs, kept, dropped = encode_records(records, encode)
     if not pairs:
         raise EvalError(f"{label}: none of the {len(records)} held-out pairs could be encoded; first reason: "
-                        f"{dropped[0].reason if dropped else 'empty data'}")
+                        f"{dropped[0] if dropped else 'empty data'}")
     total = len(pairs) * (2 if do_generate else 1)
     bar = tqdm(total=total, desc=f"eval {label}", unit="pair", disable=not progress, dynamic_ncols=True)
     try:

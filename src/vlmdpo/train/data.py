@@ -10,24 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from vlmdpo.types import Batch, EncodedPair, PreferenceRecord
+from vlmdpo.types import Batch, Dropped, EncodedPair, PreferenceRecord
 
 Encoder = Callable[[PreferenceRecord], EncodedPair]
-
-
-@dataclass
-class Dropped:
-    id: str
-    source: str  # "file:row" when known
-    kind: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.source or self.id}: {self.kind}: {self.message}"
 
 
 @dataclass
@@ -62,7 +51,7 @@ def split_validation(records: list[PreferenceRecord], val_size: float, seed: int
 def fit_check(records: Sequence[PreferenceRecord], encode: Encoder, indices: Sequence[int]
               ) -> tuple[list[int], list[Dropped]]:
     """Encode each record at `indices`; those that raise EncodeError are dropped with the reason."""
-    from vlmdpo.encode import EncodeError
+    from vlmdpo.encode import EncodeError, dropped_pair
 
     kept, dropped = [], []
     for i in indices:
@@ -70,17 +59,10 @@ def fit_check(records: Sequence[PreferenceRecord], encode: Encoder, indices: Seq
         try:
             encode(rec)
         except EncodeError as e:
-            src = str(rec.source) if rec.source is not None else ""
-            dropped.append(Dropped(rec.id, src, getattr(e, "kind", "encode"), _encode_message(e)))
+            dropped.append(dropped_pair(rec, e))
         else:
             kept.append(i)
     return kept, dropped
-
-
-def _encode_message(e: Exception) -> str:
-    msg = getattr(e, "message", None) or str(e)
-    fix = getattr(e, "fix", "")
-    return f"{msg} -> {fix}" if fix and fix not in msg else msg
 
 
 def write_dropped(path: Path, dropped: Sequence[Dropped], split: str) -> None:
@@ -131,13 +113,4 @@ def make_loader(dataset: EncodedPairs, batches: list[list[int]], collate: Callab
 
 
 def to_device(step: StepBatch, device: torch.device) -> StepBatch:
-    def move(v: Any) -> Any:
-        return v.to(device) if isinstance(v, torch.Tensor) else v
-
-    b = step.batch
-    if not isinstance(b, Batch):  # a fast-layout SharedBatch
-        return StepBatch(b.to(device), step.indices)
-    moved = Batch(model_inputs={k: move(v) for k, v in b.model_inputs.items()},
-                  completion_mask=move(b.completion_mask), ids=b.ids, num_pairs=b.num_pairs)
-    return StepBatch(moved, step.indices)
-
+    return StepBatch(step.batch.to(device), step.indices)

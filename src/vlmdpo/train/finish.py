@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmdpo.train.data import Dropped
+from vlmdpo.types import Dropped
 from vlmdpo.train.metrics import read_metrics
 from vlmdpo.train.plot import plot_training_curves
 from vlmdpo.train.run import Progress, Run

@@ -14,12 +14,12 @@ from typing import Any, Callable, Iterator
 from vlmdpo.losses import LossSettings, RunningMean
 from vlmdpo.train import checkpoint as ckpt
 from vlmdpo.train import stages
-from vlmdpo.train.data import Dropped, EncodedPairs, StepBatch, make_collate, make_loader, to_device
+from vlmdpo.train.data import EncodedPairs, StepBatch, make_collate, make_loader, to_device
+from vlmdpo.types import Dropped
 from vlmdpo.train.metrics import MetricsLog
 from vlmdpo.train.refcache import cache_key, default_cache_dir
 from vlmdpo.train.schedule import StepPlan, build_optimizer, build_scheduler, epoch_batches, plan_steps, shard
 from vlmdpo.train.step import RefSource
-from vlmdpo.types import FastOptions
 
 Say = Callable[[str], None]
 
@@ -148,7 +148,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say)
     train_ds, eval_ds = EncodedPairs(train_recs, train_keep, encode), EncodedPairs(eval_recs, eval_keep, encode)
 
-    layout = stages.choose_layout(FastOptions.from_config(cfg), bundle, acc, say)
+    layout = stages.choose_layout(cfg.fast_options(), bundle, acc, say)
     batching = Batching(make_collate(layout.collate_fn),
                         device=acc.device, world_size=acc.num_processes, rank=acc.process_index,
                         train_batch_size=cfg.per_device_train_batch_size,
