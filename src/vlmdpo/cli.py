@@ -248,6 +248,11 @@ def _run_demo_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _overrides(p: argparse.ArgumentParser, help: str) -> None:
+    """The `key=value ...` positional of the commands that read a training config (values are YAML)."""
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=help)
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="base vs tuned on held-out pairs: reward accuracy, grounded answers, report.html",
                        description="Scores the base model and the tuned model (the config's output_dir, or --model) "
@@ -255,7 +260,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                        "report.html with plots.")
     p.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="the training config (default: the one saved "
                    "beside --model)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, as for train")
+    _overrides(p, "config overrides, as for train")
     p.add_argument("--model", metavar="DIR", help="tuned model folder (default: the config's output_dir)")
     p.add_argument("--base", metavar="DIR_OR_NAME", help="base model (default: the config's model_name_or_path)")
     p.add_argument("--dataset", metavar="PATH", help="held-out pairs (default: test_dataset, else eval_dataset)")
@@ -269,7 +274,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from vlmdpo.eval.run import format_summary, run_eval
+    from vlmdpo.eval.run import run_eval
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
@@ -280,8 +285,17 @@ def _run_eval(args: argparse.Namespace) -> int:
                       output=args.output, generate=not args.no_generate, max_new_tokens=args.max_new_tokens,
                       batch_size=args.batch_size, n_examples=args.examples, device=args.device,
                       progress=_progress())
-    print(format_summary(result.summary))
-    print(f"report: {result.report_path}")
+    return _print_report(result.summary, result.report_path)
+
+
+def _print_report(summary: dict, report_path, *lines: str) -> int:
+    """An evaluation's summary table, then `lines`, then where its report is."""
+    from vlmdpo.eval.run import format_summary
+
+    print(format_summary(summary))
+    for line in lines:
+        print(line)
+    print(f"report: {report_path}")
     return EXIT_OK
 
 
@@ -292,24 +306,15 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
                        "about 13 minutes on 2 CPU cores. Needs no model hub.")
     p.add_argument("-o", "--output", default="runs/quickstart", metavar="DIR",
                    help="folder for data/, model/ and quickstart.json (default runs/quickstart)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a key of the recipe (max_steps=50)")
+    _overrides(p, "override a key of the recipe (max_steps=50)")
     p.set_defaults(func=_run_quickstart)
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
-    from vlmdpo.eval.run import format_summary
     from vlmdpo.quickstart import format_timings, run_quickstart
-    from vlmdpo.train.step import TrainingError
 
-    try:
-        result = run_quickstart(args.output, overrides=list(args.overrides), progress=_progress())
-    except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_INVALID
-    print(format_summary(result.summary))
-    print(f"time: {format_timings(result.seconds)}")
-    print(f"report: {result.report_path}")
-    return EXIT_OK
+    result = run_quickstart(args.output, overrides=list(args.overrides), progress=_progress())
+    return _print_report(result.summary, result.report_path, f"time: {format_timings(result.seconds)}")
 
 
 # ------------------------------------------------------------------------------- other commands
@@ -321,20 +326,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        "(values are YAML: beta=0.2, loss_type=[sigmoid,sft]). Multi-GPU: "
                        "accelerate launch -m vlmdpo train CONFIG.")
     p.add_argument("config", metavar="CONFIG", help="YAML config file (see examples/)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key")
+    _overrides(p, "override a config key")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from vlmdpo.api import train
     from vlmdpo.config import parse_overrides
-    from vlmdpo.train.step import TrainingError
 
-    try:
-        result = train(args.config, **parse_overrides(args.overrides))
-    except TrainingError as e:  # the run stopped (e.g. NaN loss); the message says where and what to try
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_INVALID
+    result = train(args.config, **parse_overrides(args.overrides))
     print(f"done: {result.global_step} steps; model, metrics.jsonl and training_curves.png in {result.output_dir}")
     return EXIT_OK
 
@@ -377,12 +377,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(e: Exception) -> int:
     from vlmdpo.data.validate import DataError
+    from vlmdpo.train.step import TrainingError
 
     if isinstance(e, DataError):
         print(str(e), file=sys.stderr)
         # row 0 means the source as a whole (could not be opened): bad input, not bad rows
         file_level = bool(e.errors) and all(err.row == 0 for err in e.errors)
         return EXIT_USAGE if file_level else EXIT_INVALID
+    if isinstance(e, TrainingError):  # the run stopped (e.g. NaN loss); the message says where and what to try
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INVALID
     if isinstance(e, (UsageError, ValueError, OSError)):
         message = str(e) or type(e).__name__
         if isinstance(e, OSError) and e.filename and str(e.filename) not in message:
