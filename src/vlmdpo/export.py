@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from vlmdpo.inference import TRAIN_CONFIG_FILE, InferenceModel, ModelDirError, load_for_inference, stop_token_ids
+from vlmdpo.inference.names import is_named
 
 # what a training run (train_results.json, metrics.jsonl, skipped/dropped rows) and `vlmdpo eval` leave behind
 TRAIN_RESULTS = "train_results.json"
@@ -136,7 +137,7 @@ def model_card(im: InferenceModel, *, merged: bool, dtype: str) -> str:
     base = im.base_name or cfg.get("model_name_or_path") or im.name
     front = {"library_name": "transformers", "tags": ["vlmdpo", "dpo", *map(str, losses)],
              "pipeline_tag": "image-text-to-text" if im.is_vlm else "text-generation"}
-    if base and not str(base).startswith(("tiny:", "builtin:", "/", ".", "~")):
+    if base and not is_named(str(base)) and not str(base).startswith(("/", ".", "~")):
         front["base_model"] = str(base)  # a hub id; local paths mean nothing to readers of the card
     how = f"LoRA adapter `{im.name}` merged into `{base}`" if merged else f"full model `{im.name}`"
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
