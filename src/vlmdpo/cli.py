@@ -384,9 +384,9 @@ def _report(e: Exception) -> int:
         # row 0 means the source as a whole (could not be opened): bad input, not bad rows
         file_level = bool(e.errors) and all(err.row == 0 for err in e.errors)
         return EXIT_USAGE if file_level else EXIT_INVALID
-    if isinstance(e, TrainingError):  # the run stopped (e.g. NaN loss); the message says where and what to try
+    if isinstance(e, TrainingError):  # the run stopped (NaN loss, or a signal: 130/143); the message says what next
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_INVALID
+        return getattr(e, "exit_code", EXIT_INVALID)
     if isinstance(e, (UsageError, ValueError, OSError)):
         message = str(e) or type(e).__name__
         if isinstance(e, OSError) and e.filename and str(e.filename) not in message:

@@ -1,6 +1,7 @@
 """Config keys: logging, evaluation, checkpoints and the reference log-prob cache."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,17 @@ from pydantic import field_validator
 from vlmdpo.config.base import Keys, at_least_one, hf, peer, unknown
 
 REPORT_TO = ("none", "tensorboard", "wandb")
+TRACKER_PACKAGE = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+# what a checkpoint records of its run (train/fingerprint.py); `dataset` stands for the pairs themselves
+FINGERPRINT_KEYS = (
+    "model_name_or_path", "finetuning_type", "lora_rank", "lora_alpha", "lora_target", "lora_modules",
+    "freeze_vision_tower", "freeze_projector", "freeze_language_model", "dataset", "seed",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type",
+    "warmup_steps", "warmup_ratio", "max_steps", "num_train_epochs", "loss_type", "loss_weights", "beta",
+    "label_smoothing", "simpo_gamma", "ld_alpha", "rpo_alpha", "bco_running_mean")
+# the checkpoint's weights and optimizer state have the shape these give: they can never change on resume
+FIXED_ON_RESUME = ("model_name_or_path", "finetuning_type", "lora_rank", "lora_target", "lora_modules",
+                   "freeze_vision_tower", "freeze_projector", "freeze_language_model")
 
 
 class RunKeys(Keys):
@@ -34,6 +46,11 @@ class RunKeys(Keys):
     """Folder of the reference log-prob cache; null = .vlmdpo_ref_cache beside output_dir."""
     resume_from_checkpoint: str | None = hf(None, "resume_from_checkpoint")
     """Continue a run: auto (or true) = the latest checkpoint in output_dir, or a checkpoint folder."""
+    resume_allow_changes: list[str] = []
+    """Settings that may differ from the checkpoint's run on resume (e.g. [learning_rate] after a NaN);
+    they are applied (a new learning rate reaches the optimizer and the schedule) and listed. A
+    checkpoint of a run that differs in any other recorded setting (model, LoRA shape, data, seed,
+    batch sizes, schedule, loss) is refused."""
 
     @field_validator("report_to")
     @classmethod
@@ -51,9 +68,24 @@ class RunKeys(Keys):
             return "auto"
         return None if v is False else v
 
+    @field_validator("resume_allow_changes", mode="before")
+    @classmethod
+    def _allow(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
     def problems(self) -> list[str]:
         problems = at_least_one(self, ("logging_steps",),
                                 ("eval_steps", "save_steps", "save_total_limit", "early_stopping_patience"))
+        for key in self.resume_allow_changes:
+            if key in FIXED_ON_RESUME:
+                problems.append(f"resume_allow_changes: {key} cannot change on resume (the checkpoint's weights "
+                                "have the old shape); train it in a new output_dir")
+            elif key not in FINGERPRINT_KEYS:
+                problems.append(f"resume_allow_changes: {unknown('setting', key, FINGERPRINT_KEYS)}")
+        for name in self.report_to:
+            if not any(importlib.util.find_spec(m) for m in TRACKER_PACKAGE[name]):
+                problems.append(f"report_to: {name} is not installed; pip install {TRACKER_PACKAGE[name][0]}, "
+                                "or set report_to: none")
         if self.resume_from_checkpoint not in (None, "auto") and not Path(self.resume_from_checkpoint).is_dir():
             problems.append(f"resume_from_checkpoint: folder '{self.resume_from_checkpoint}' does not exist; "
                             "give a checkpoint folder or 'auto' (latest checkpoint in output_dir)")

@@ -2,9 +2,10 @@
 
 A checkpoint folder `checkpoint-<step>` is written under a temporary name and renamed into
 place (os.replace) once complete, so a crash never leaves a half-written checkpoint that resume
-would pick. It holds accelerate's state (trainable weights, optimizer, scheduler, RNG of every
-process) and `trainer_state.json` (step, position in the epoch, best eval loss, ...).
-Frozen weights never change, so they are not saved; loading is non-strict for the same reason.
+would pick. It holds the trainable weights, the optimizer and schedule state, the RNG state of every process
+(state_files.py: safetensors and JSON, never pickle), the run's fingerprint (`run.json`) and
+`trainer_state.json` (step, position in the epoch, best eval loss, ...), written last.
+Frozen weights never change, so they are not saved.
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vlmdpo import atomic
+from vlmdpo.train import state_files as files
+from vlmdpo.train.fingerprint import FILE as FINGERPRINT_FILE
 
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
@@ -36,9 +41,6 @@ class TrainState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
-    @classmethod
-    def from_file(cls, path: Path) -> "TrainState":
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -73,18 +75,29 @@ def resolve_resume(value: str | None, output_dir: Path) -> Path | None:
     return path
 
 
-def save_checkpoint(accelerator, output_dir: Path, state: TrainState) -> Path:
-    """Every process must call this (each saves its own RNG state); the main process renames."""
+def save_checkpoint(accelerator, output_dir: Path, state: TrainState, *, model, optimizer, scheduler,
+                    fingerprint: dict[str, Any]) -> Path:
+    """Every process must call this (each saves its own RNG state); the main process renames.
+
+    Only finite weights are saved (the caller checks with `files.nonfinite` first)."""
     final = output_dir / f"{PREFIX}{state.global_step}"
     tmp = output_dir / f".tmp-{PREFIX}{state.global_step}"
-    if accelerator.is_main_process:
+    main = accelerator.is_main_process
+    if main:
         shutil.rmtree(tmp, ignore_errors=True)  # left over from a crash
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    files.save_rng(tmp, accelerator.process_index)
+    if main:
+        files.save_model(tmp, accelerator.unwrap_model(model))
+        files.save_optimizer(tmp, optimizer)
+        files.save_json(tmp / files.SCHEDULER, scheduler.state_dict())
+        if accelerator.scaler is not None:
+            files.save_json(tmp / files.SCALER, accelerator.scaler.state_dict())
+        files.save_json(tmp / FINGERPRINT_FILE, fingerprint)
+        atomic.write_text(tmp / STATE_FILE, state.to_json())  # last: its presence marks a complete checkpoint
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
+    if main:
         if final.exists():  # the same step saved twice (e.g. eval-best and save_steps): keep the newest
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -92,9 +105,62 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainState) -> Path:
     return final
 
 
-def load_checkpoint(accelerator, path: Path) -> TrainState:
-    accelerator.load_state(str(path), strict=False)
-    return TrainState.from_file(path / STATE_FILE)
+def fix_for(path: Path) -> str:
+    """What to do about a damaged checkpoint: an earlier one, else a fresh start."""
+    earlier = [p for p in list_checkpoints(path.parent) if (checkpoint_step(p) or 0) < (checkpoint_step(path) or 0)]
+    if earlier:
+        return (f"resume from an earlier checkpoint (resume_from_checkpoint={earlier[-1]}), "
+                f"or delete {path.name} and use resume_from_checkpoint=auto")
+    return f"delete {path} and start again (or resume from another checkpoint)"
+
+
+def read_state(path: Path) -> TrainState:
+    data = files.read_json(path / STATE_FILE, fix_for(path))
+    try:
+        return TrainState(**data)
+    except TypeError as e:
+        raise files.CheckpointError(f"{path / STATE_FILE}: not a vlmdpo trainer state ({e})", fix_for(path)) from None
+
+
+def read_fingerprint(path: Path) -> dict[str, Any]:
+    if not (path / FINGERPRINT_FILE).is_file():
+        raise files.CheckpointError(
+            f"{path}: written by an older vlmdpo (no {FINGERPRINT_FILE}, state in pickle files, which are not loaded)",
+            "start a new run in a new output_dir")
+    return files.read_json(path / FINGERPRINT_FILE, fix_for(path))
+
+
+def load_checkpoint(accelerator, path: Path, *, model, optimizer, scheduler, load_schedule: bool = True) -> TrainState:
+    """Weights, optimizer, schedule (unless the caller sets a changed one itself), RNG, and the state."""
+    fix = fix_for(path)
+    state = read_state(path)
+    files.load_model(path, accelerator.unwrap_model(model), fix)
+    files.load_optimizer(path, getattr(optimizer, "optimizer", optimizer), fix)
+    if load_schedule:
+        sched = files.read_json(path / files.SCHEDULER, fix)
+        try:
+            scheduler.load_state_dict(sched)
+        except (KeyError, TypeError, ValueError) as e:
+            raise files.CheckpointError(f"{path / files.SCHEDULER}: not a schedule state ({e})", fix) from None
+    if accelerator.scaler is not None and (path / files.SCALER).is_file():
+        accelerator.scaler.load_state_dict(files.read_json(path / files.SCALER, fix))
+    files.load_rng(path, accelerator.process_index, fix)
+    return state
+
+
+def finite_weights(path: Path) -> bool:
+    """Whether the checkpoint's weights load and are all finite."""
+    from safetensors.torch import load_file
+
+    try:
+        return not files.nonfinite(load_file(str(path / files.MODEL)))
+    except Exception:  # unreadable means not resumable; the reason is reported when it is loaded
+        return False
+
+
+def load_weights(accelerator, path: Path, model) -> None:
+    """Only the trainable weights (restoring the best checkpoint at the end)."""
+    files.load_model(path, accelerator.unwrap_model(model), fix_for(path))
 
 
 def rotate_checkpoints(output_dir: Path, limit: int | None, *, keep: Path | None = None) -> list[Path]:
@@ -114,22 +180,3 @@ def rotate_checkpoints(output_dir: Path, limit: int | None, *, keep: Path | None
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
-
-
-def install_trainable_only_hooks(accelerator, model) -> None:
-    """Make accelerate's save_state keep only trainable tensors (a LoRA checkpoint stays megabytes)."""
-
-    def keep_trainable(models: list[Any], weights: list[dict], output_dir: str) -> None:
-        for m, sd in zip(models, weights):
-            trainable = {n for n, p in m.named_parameters() if p.requires_grad}
-            seen: set[int] = set()
-            for k in list(sd):
-                t = sd[k]
-                ptr = t.data_ptr() if hasattr(t, "data_ptr") else id(t)
-                # tied weights share storage; safetensors refuses duplicates, and loading one restores both
-                if k not in trainable or ptr in seen:
-                    del sd[k]
-                else:
-                    seen.add(ptr)
-
-    accelerator.register_save_state_pre_hook(keep_trainable)

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmdpo import atomic
+from vlmdpo.train.checkpoint import load_weights
 from vlmdpo.types import Dropped
 from vlmdpo.train.metrics import read_metrics
 from vlmdpo.train.plot import plot_training_curves
@@ -36,7 +40,7 @@ def finish(run: Run, progress: Progress) -> TrainResult:
     best = None
     if run.cfg.early_stopping_patience and state.best_checkpoint and Path(state.best_checkpoint).is_dir():
         run.say(f"restoring the best model (eval_loss {state.best_eval_loss:.4g}) from {state.best_checkpoint}")
-        acc.load_state(state.best_checkpoint, strict=False)
+        load_weights(acc, Path(state.best_checkpoint), run.model)
         best = Path(state.best_checkpoint)
     save_final(acc, run.model, is_peft=run.bundle.is_peft, processor=run.bundle.processor,
                config=run.cfg.model_dump(), out=run.out, say=run.say)
@@ -50,7 +54,7 @@ def finish(run: Run, progress: Progress) -> TrainResult:
     if run.is_main:
         result.plot_path = plot_training_curves(read_metrics(run.out / "metrics.jsonl"),
                                                 run.out / "training_curves.png")
-        (run.out / "train_results.json").write_text(json.dumps({
+        atomic.write_text(run.out / "train_results.json", json.dumps({
             "global_step": state.global_step, "train": result.train_metrics, "eval": result.eval_metrics,
             "best_eval_loss": state.best_eval_loss, "stopped_early": result.stopped_early,
             "pairs_seen": state.pairs_seen, "tokens_seen": state.tokens_seen,
@@ -70,11 +74,17 @@ def save_final(acc, model, *, is_peft: bool, processor, config: dict[str, Any], 
     unwrapped = acc.unwrap_model(model)
     state_dict = None if is_peft else acc.get_state_dict(model)  # every process: FSDP gathers here
     if acc.is_main_process:
-        if is_peft:
-            unwrapped.save_pretrained(str(out))
-        else:
-            unwrapped.save_pretrained(str(out), state_dict=state_dict)
-        processor.save_pretrained(str(out))
-        (out / "vlmdpo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        # written beside, then each file renamed in: a kill leaves old or new files, never partial ones
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out))
+        try:
+            if is_peft:
+                unwrapped.save_pretrained(str(tmp))
+            else:
+                unwrapped.save_pretrained(str(tmp), state_dict=state_dict)
+            processor.save_pretrained(str(tmp))
+            (tmp / "vlmdpo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+            atomic.move_files_in(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         say(f"saved the {'LoRA adapter' if is_peft else 'model'} and processor to {out}")
     acc.wait_for_everyone()

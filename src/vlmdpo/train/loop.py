@@ -10,11 +10,14 @@ metrics plot, train_results.json.
 """
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Callable
 
 from vlmdpo.train import checkpoint as ckpt
 from vlmdpo.train import stages
+from vlmdpo.train import state_files
+from vlmdpo.train.interrupt import Interrupted, StopRequest, resume_command
 from vlmdpo.train.finish import TrainResult, finish
 from vlmdpo.train.metrics import Throughput, WeightedMean, format_postfix, peak_memory_gb, prefixed
 from vlmdpo.train.run import Progress, Run, setup
@@ -39,47 +42,74 @@ def fit(run: Run) -> Progress:
     bar = tqdm(total=plan.total_steps, initial=state.global_step, disable=not (run.is_main and cfg.progress_bar),
                desc="train", unit="step", dynamic_ncols=True)
     window, speed = WeightedMean(), Throughput()
+    stop_request = StopRequest(run.say)
     try:
-        for micro, epoch_done in run.optimizer_steps():
-            m = train_step(micro, model=run.model, ref_source=run.train_ref, optimizer=run.optimizer,
-                           scheduler=run.scheduler, max_grad_norm=cfg.max_grad_norm, step_no=state.global_step + 1,
-                           **_loss_kwargs(run))
-            _advance(state, m, len(micro), epoch_done, speed)
-            window.add(m)
-            bar.update(1)
-            if state.global_step % cfg.logging_steps == 0 or state.global_step == plan.total_steps:
-                logged = {**window.result(), "learning_rate": m["learning_rate"], **speed.rates(),
-                          "peak_memory_gb": peak_memory_gb(run.acc.device)}
-                window.reset()
-                run.log.write(state.global_step, stages.epoch_float(state, plan.batches_per_epoch), logged)
-                progress.train_metrics = logged
-                bar.set_postfix(format_postfix(logged, (("loss", "loss"), ("rewards/accuracies", "acc"),
-                                                        ("pairs/s", "pairs/s"))))
-            due_eval = len(run.eval_ds) > 0 and (
-                (cfg.eval_steps and state.global_step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_done))
-            stop = False
-            if due_eval:
-                progress.eval_metrics = evaluate_now(run)
-                progress.evaluated_at = state.global_step
-                stop = stages.early_stopping(state, progress.eval_metrics["eval_loss"], cfg.early_stopping_patience)
-            improved = due_eval and state.evals_without_improvement == 0
-            if (cfg.save_steps and state.global_step % cfg.save_steps == 0) or (
-                    improved and cfg.early_stopping_patience):
-                progress.last_saved = _save(run, best=improved and bool(cfg.early_stopping_patience))
-            if stop:
-                run.say(f"early stopping at step {state.global_step}: eval_loss has not improved on "
-                        f"{state.best_eval_loss:.4g} for {cfg.early_stopping_patience} evaluations")
-                progress.stopped_early = True
-                break
+        with stop_request.installed():
+            _steps(run, progress, bar, window, speed, stop_request)
+    except Interrupted:
+        raise
     except TrainingError as e:
-        where = f" Last good checkpoint: {progress.last_saved}." if progress.last_saved else \
-            " No checkpoint was saved yet."
-        raise TrainingError(f"{e}{where}") from None
+        raise TrainingError(f"{e}{_where_to_resume(run, failed_step=state.global_step + 1)}") from None
     finally:
         bar.close()
     if len(run.eval_ds) and progress.evaluated_at != state.global_step and not progress.stopped_early:
         progress.eval_metrics = evaluate_now(run)  # the final model is always evaluated
     return progress
+
+
+def _steps(run: Run, progress: Progress, bar, window: WeightedMean, speed: Throughput, stop_request) -> None:
+    cfg, state, plan = run.cfg, run.state, run.plan
+    for micro, epoch_done in run.optimizer_steps():
+        m = train_step(micro, model=run.model, ref_source=run.train_ref, optimizer=run.optimizer,
+                       scheduler=run.scheduler, max_grad_norm=cfg.max_grad_norm, step_no=state.global_step + 1,
+                       **_loss_kwargs(run))
+        _advance(state, m, len(micro), epoch_done, speed)
+        window.add(m)
+        bar.update(1)
+        if state.global_step % cfg.logging_steps == 0 or state.global_step == plan.total_steps:
+            logged = {**window.result(), "learning_rate": m["learning_rate"], **speed.rates(),
+                      "peak_memory_gb": peak_memory_gb(run.acc.device)}
+            window.reset()
+            run.log.write(state.global_step, stages.epoch_float(state, plan.batches_per_epoch), logged)
+            progress.train_metrics = logged
+            bar.set_postfix(format_postfix(logged, (("loss", "loss"), ("rewards/accuracies", "acc"),
+                                                    ("pairs/s", "pairs/s"))))
+        due_eval = len(run.eval_ds) > 0 and (
+            (cfg.eval_steps and state.global_step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_done))
+        stop = False
+        if due_eval:
+            progress.eval_metrics = evaluate_now(run)
+            progress.evaluated_at = state.global_step
+            stop = stages.early_stopping(state, progress.eval_metrics["eval_loss"], cfg.early_stopping_patience)
+        improved = due_eval and state.evals_without_improvement == 0
+        if (cfg.save_steps and state.global_step % cfg.save_steps == 0) or (
+                improved and cfg.early_stopping_patience):
+            progress.last_saved = _save(run, best=improved and bool(cfg.early_stopping_patience))
+        if stop:
+            run.say(f"early stopping at step {state.global_step}: eval_loss has not improved on "
+                    f"{state.best_eval_loss:.4g} for {cfg.early_stopping_patience} evaluations")
+            progress.stopped_early = True
+            break
+        signum = stop_request.requested(run.acc)
+        if signum:
+            if progress.last_saved is None or ckpt.checkpoint_step(progress.last_saved) != state.global_step:
+                progress.last_saved = _save(run, best=False)
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {state.global_step}; "
+                              f"saved {progress.last_saved}. Resume with: "
+                              f"{resume_command(progress.last_saved)}", signum)
+
+
+def _where_to_resume(run: Run, failed_step: int) -> str:
+    """The newest checkpoint that resumes: finite weights that already gave a finite loss (a checkpoint of
+    the step just before `failed_step` holds the very weights that failed, so resuming it fails again)."""
+    found = ckpt.list_checkpoints(run.out)
+    before = [p for p in found if (ckpt.checkpoint_step(p) or 0) == failed_step - 1]
+    note = f" {before[0]} holds the weights that gave this (resuming it repeats the step)." if before else ""
+    for p in reversed(found):
+        if (ckpt.checkpoint_step(p) or 0) < failed_step - 1 and ckpt.finite_weights(p):
+            return (f"{note} Last good checkpoint: {p}; resume with resume_from_checkpoint={p} "
+                    f"resume_allow_changes=[learning_rate] learning_rate=<lower>.")
+    return f"{note} No earlier checkpoint resumes: start again (a new output_dir) with the changes above."
 
 
 def _loss_kwargs(run: Run) -> dict:
@@ -117,7 +147,13 @@ def _save(run: Run, *, best: bool) -> Path:
     state.bco_running_mean = run.bco.state_dict()
     if best:
         state.best_checkpoint = str(run.out / f"{ckpt.PREFIX}{state.global_step}")
-    saved = ckpt.save_checkpoint(run.acc, run.out, state)
+    bad = state_files.nonfinite(state_files.trainable_weights(run.acc.unwrap_model(run.model)))
+    if bad:
+        raise TrainingError(f"training stopped at step {state.global_step}: weights are not finite "
+                            f"({', '.join(bad[:3])}), so no checkpoint was saved. Try a lower learning_rate "
+                            "or max_grad_norm: 1.0.")
+    saved = ckpt.save_checkpoint(run.acc, run.out, state, model=run.model, optimizer=run.optimizer,
+                                 scheduler=run.scheduler, fingerprint=run.fingerprint)
     if run.is_main:
         keep = Path(state.best_checkpoint) if state.best_checkpoint else None
         ckpt.rotate_checkpoints(run.out, run.cfg.save_total_limit, keep=keep)

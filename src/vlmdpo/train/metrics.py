@@ -16,6 +16,9 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from vlmdpo import atomic
+from vlmdpo.errors import FixableError
+
 
 class WeightedMean:
     """Accumulates metric values weighted by the number of pairs they were computed on."""
@@ -111,9 +114,26 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The log's rows. A partial last line (the run was killed while writing it) is left out;
+    a damaged line elsewhere is one error naming the file and line."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines):  # no newline after it: cut off by a kill
+                continue
+            raise FixableError(f"{path}:{i}: not a JSON line (the metrics log is damaged)",
+                               f"delete line {i} of {path.name} (or the whole file: it is only the log)") from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def _drop_lines_after(path: Path, step: int) -> None:
@@ -121,9 +141,7 @@ def _drop_lines_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _clean(v: Any) -> Any:

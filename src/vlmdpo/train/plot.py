@@ -1,6 +1,8 @@
 """Training curves as a PNG: loss and reward accuracy over steps, train and eval."""
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,6 +42,8 @@ def plot_training_curves(rows: Sequence[dict[str, Any]], out_path: Path) -> Path
             ax.legend()
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    fig.savefig(tmp, dpi=100, format=out_path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    os.replace(tmp, out_path)  # whole or absent, as every file a run writes
     return out_path

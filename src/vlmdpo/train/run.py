@@ -6,14 +6,18 @@ state. `fit(run)` (loop.py) only steps through it; `finish(run, ...)` (finish.py
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from vlmdpo.config.run import FIXED_ON_RESUME
+from vlmdpo.errors import FixableError
 from vlmdpo.losses import LossSettings, RunningMean
 from vlmdpo.train import checkpoint as ckpt
 from vlmdpo.train import stages
+from vlmdpo.train.fingerprint import data_identity, describe, differences, fingerprint
 from vlmdpo.train.data import EncodedPairs, StepBatch, make_collate, make_loader, to_device
 from vlmdpo.types import Dropped
 from vlmdpo.train.metrics import MetricsLog
@@ -77,6 +81,7 @@ class Run:
     resumed_from: Path | None = None
     dropped: list[Dropped] = field(default_factory=list)
     ref_cache: stages.RefCacheUse | None = None
+    fingerprint: dict = field(default_factory=dict)  # saved in each checkpoint (fingerprint.py)
 
     @property
     def is_main(self) -> bool:
@@ -119,7 +124,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     main = acc.is_main_process
     say = (echo or stages.stderr) if main else (lambda _msg: None)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        _writable(out)
     set_seed(cfg.seed)
 
     train_recs, eval_recs = stages.load_records(
@@ -145,6 +150,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     encode = partial(encode_pair, processor=bundle.processor, family=bundle.family, max_length=cfg.max_length,
                      truncation=cfg.truncation, image_max_pixels=cfg.image_max_pixels,
                      image_min_pixels=cfg.image_min_pixels)
+    run_print = fingerprint(cfg, data_identity(train_recs, eval_recs))
     train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say)
     train_ds, eval_ds = EncodedPairs(train_recs, train_keep, encode), EncodedPairs(eval_recs, eval_keep, encode)
 
@@ -169,12 +175,10 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
                       max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, warmup_ratio=cfg.warmup_ratio)
     optimizer = build_optimizer(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, name=cfg.lr_scheduler_type, plan=plan)
-    ckpt.install_trainable_only_hooks(acc, model)
-    model, optimizer = acc.prepare(model, optimizer)
     # The scheduler is not prepared: accelerate would step it once per process per step.
-    acc.register_for_checkpointing(scheduler)
-
-    state, resumed_from = _resume(acc, cfg.resume_from_checkpoint, out, say)
+    model, optimizer = acc.prepare(model, optimizer)
+    state, resumed_from = _resume(cfg, run_print, acc, out, say, model=model, optimizer=optimizer,
+                                  scheduler=scheduler)
     bco = RunningMean()
     bco.load_state_dict(state.bco_running_mean)
     if cfg.report_to:
@@ -185,15 +189,62 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     return Run(cfg=cfg, out=out, acc=acc, say=say, bundle=bundle, model=model, optimizer=optimizer,
                scheduler=scheduler, plan=plan, train_ds=train_ds, eval_ds=eval_ds, batching=batching,
                logps_fn=layout.logps_fn, train_ref=refs.train, eval_ref=refs.eval, losses=losses,
-               metric_keys=losses.metric_keys(), bco=bco, log=log, state=state, resumed_from=resumed_from, dropped=dropped, ref_cache=refs.cache)
+               metric_keys=losses.metric_keys(), bco=bco, log=log, state=state, resumed_from=resumed_from,
+               dropped=dropped, ref_cache=refs.cache, fingerprint=run_print)
 
 
-def _resume(acc, value: str | None, out: Path, say: Say) -> tuple[ckpt.TrainState, Path | None]:
+def _writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise FixableError(f"output_dir: cannot write to '{out}' ({e.strerror or e})",
+                           "set output_dir to a folder you can create and write to") from None
+
+
+# keys whose change makes the saved schedule wrong: the schedule is then rebuilt at the saved step
+_SCHEDULE_KEYS = {"learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "max_steps",
+                  "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "dataset"}
+
+
+def _resume(cfg, run_print: dict, acc, out: Path, say: Say, **parts) -> tuple[ckpt.TrainState, Path | None]:
+    value = cfg.resume_from_checkpoint
     path = ckpt.resolve_resume(value, out)
-    if path is not None:
-        state = ckpt.load_checkpoint(acc, path)
-        say(f"resumed from {path} at step {state.global_step}")
-        return state, path
-    if value == "auto":
-        say(f"resume_from_checkpoint: auto: no checkpoint in {out}, starting fresh")
-    return ckpt.TrainState(), None
+    if path is None:
+        if value == "auto":
+            say(f"resume_from_checkpoint: auto: no checkpoint in {out}, starting fresh")
+        return ckpt.TrainState(), None
+    diffs = differences(ckpt.read_fingerprint(path), run_print)
+    refused = {k: v for k, v in diffs.items() if k not in cfg.resume_allow_changes}
+    if refused:
+        where = f"output_dir {out} holds checkpoints of a different run" if value == "auto" else \
+            f"resume_from_checkpoint: {path} is a checkpoint of a different run"
+        fixed = [k for k in refused if k in FIXED_ON_RESUME]
+        fix = (f"train in a new output_dir ({', '.join(fixed)} cannot change on resume)" if fixed else
+               f"use a new output_dir for a new run, or resume_allow_changes=[{','.join(refused)}] to continue "
+               "this one with these changes")
+        raise FixableError(f"{where} ({path.name}): {describe(refused)}", fix)
+    reschedule = bool(_SCHEDULE_KEYS & set(diffs))
+    state = ckpt.load_checkpoint(acc, path, load_schedule=not reschedule, **parts)
+    if reschedule:
+        _continue_schedule(parts["optimizer"], parts["scheduler"], cfg.learning_rate, state.global_step)
+    say(f"resumed from {path} at step {state.global_step}")
+    if diffs:
+        say(f"resumed with changes (resume_allow_changes): {describe(diffs)}")
+    return state, path
+
+
+def _continue_schedule(optimizer, scheduler, lr: float, step: int) -> None:
+    """The new schedule (built from this run's settings) at the saved step, from the new peak `lr`:
+    the loaded optimizer state carries the old learning rates in its param groups."""
+    groups = optimizer.param_groups
+    for g in groups:
+        g["initial_lr"] = lr
+    scheduler.base_lrs = [lr] * len(groups)
+    scheduler.last_epoch = step
+    lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for g, value in zip(groups, lrs):
+        g["lr"] = value
+    scheduler._last_lr = lrs
