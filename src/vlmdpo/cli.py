@@ -209,7 +209,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
     result = export_model(args.model, args.output, base=args.base, dtype=args.dtype, force=args.force)
     what = "merged LoRA into the base" if result.merged else "saved the full model"
-    print(f"{what}; wrote {result.path} ({result.dtype})")
+    aside = f"; what was there before is now in {result.moved_aside}" if result.moved_aside else ""
+    print(f"{what}; wrote {result.path} ({result.dtype}){aside}")
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from vlmdpo.atomic import sync_tree
 from vlmdpo.inference import TRAIN_CONFIG_FILE, InferenceModel, ModelDirError, load_for_inference, stop_token_ids
 from vlmdpo.inference.names import is_named
 
@@ -37,6 +38,7 @@ class ExportResult:
     merged: bool  # False when the model was already a full model (nothing to merge)
     dtype: str
     base_name: str | None
+    moved_aside: Path | None = None  # what --force found at `path` (not a previous export), kept here
 
 
 def _find(model_dir: Path | None, names: tuple[str, ...]) -> Path | None:
@@ -181,22 +183,61 @@ def _saved_dtype_of(name: str | None) -> str | None:
     return data.get("dtype") or data.get("torch_dtype")
 
 
+MANIFEST = ".vlmdpo_export.json"  # the files an export wrote: the only ones a later --force may remove
+
+
 def _fresh_output(out: Path, force: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
             raise ModelDirError(f"{out}: already exists and is not empty", "choose another -o folder or pass --force")
 
 
+def _refuse_inputs_inside(out: Path, inputs: list[Path]) -> None:
+    """An output folder that is, or contains, a folder the export reads would be replaced with it."""
+    target = out.resolve()
+    for src in inputs:
+        src = src.resolve()
+        if src == target or target in src.parents:
+            raise ModelDirError(f"-o {out}: {'is' if src == target else 'contains'} the input {src}",
+                                "choose a new, separate output folder (not the model folder or a folder above it)")
+
+
+def _local_inputs(*names: str | Path | None) -> list[Path]:
+    return [Path(n).expanduser() for n in names if n and Path(str(n)).expanduser().exists()]
+
+
+def _set_aside(out: Path) -> Path | None:
+    """Make room for the new export without deleting what we did not write: a previous export's files
+    (listed in its manifest) are removed; anything else is moved to a sibling `<out>.replaced-N`."""
+    if not out.exists():
+        return None
+    listed = _read_json(out / MANIFEST) if out.is_dir() else None
+    if isinstance(listed, list) and out.is_dir():
+        mine = {out / name for name in listed} | {out / MANIFEST}
+        if all(p in mine for p in out.rglob("*") if p.is_file()):
+            shutil.rmtree(out)
+            return None
+    n = 1
+    while out.with_name(f"{out.name}.replaced-{n}").exists():
+        n += 1
+    aside = out.with_name(f"{out.name}.replaced-{n}")
+    os.replace(out, aside)
+    return aside
+
+
 def export_model(model: str, out: str | Path, *, base: str | None = None, dtype: str = "auto",
                  force: bool = False, device: str | None = "cpu") -> ExportResult:
     """Merge (when an adapter) and save a plain HF folder at `out`; written to a temp folder, then moved."""
-    out = Path(out).expanduser()
+    out = Path(out).expanduser().resolve()
+    if out == Path.cwd() or out in Path.cwd().parents:
+        raise ModelDirError(f"-o {out}: is the current folder or a folder above it",
+                            "choose a new, separate output folder")
     if dtype != "auto" and dtype not in _DTYPES:
         raise ModelDirError(f"unknown dtype {dtype!r}", "use one of auto, float32, bfloat16, float16")
     _fresh_output(out, force)
+    _refuse_inputs_inside(out, _local_inputs(model, base))
     im = load_for_inference(model, base=base, dtype=torch.float32, device=device)
-    if im.model_dir is not None and out.resolve() == im.model_dir.resolve():
-        raise ModelDirError(f"{out}: is the model folder being exported", "choose a different -o folder")
+    _refuse_inputs_inside(out, _local_inputs(im.model_dir, im.base_name))
     saved = _saved_dtype_of(im.base_name if im.kind == "adapter" else (str(im.model_dir) if im.model_dir else None))
     target = target_dtype(dtype, im.train_config, saved)
     merged = im.kind == "adapter"
@@ -219,10 +260,12 @@ def export_model(model: str, out: str | Path, *, base: str | None = None, dtype:
         (tmp / "README.md").write_text(model_card(im, merged=merged, dtype=dtype_name), encoding="utf-8")
         if (im.model_dir is not None) and (_find(im.model_dir, (TRAIN_CONFIG_FILE,)) is not None):
             shutil.copyfile(_find(im.model_dir, (TRAIN_CONFIG_FILE,)), tmp / TRAIN_CONFIG_FILE)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        written = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        (tmp / MANIFEST).write_text(json.dumps(written, indent=1), encoding="utf-8")
+        sync_tree(tmp)
+        aside = _set_aside(out)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(out, merged, dtype_name, im.base_name)
+    return ExportResult(out, merged, dtype_name, im.base_name, aside)
