@@ -136,12 +136,11 @@ def load_checkpoint(accelerator, path: Path, *, model, optimizer, scheduler, loa
     state = read_state(path)
     files.load_model(path, accelerator.unwrap_model(model), fix)
     files.load_optimizer(path, getattr(optimizer, "optimizer", optimizer), fix)
+    sched = files.read_json(path / files.SCHEDULER, fix)  # read (and checked) even when a changed one replaces it
+    if not isinstance(sched, dict) or "last_epoch" not in sched:
+        raise files.CheckpointError(f"{path / files.SCHEDULER}: not a schedule state", fix)
     if load_schedule:
-        sched = files.read_json(path / files.SCHEDULER, fix)
-        try:
-            scheduler.load_state_dict(sched)
-        except (KeyError, TypeError, ValueError) as e:
-            raise files.CheckpointError(f"{path / files.SCHEDULER}: not a schedule state ({e})", fix) from None
+        scheduler.load_state_dict(sched)
     if accelerator.scaler is not None and (path / files.SCALER).is_file():
         accelerator.scaler.load_state_dict(files.read_json(path / files.SCALER, fix))
     files.load_rng(path, accelerator.process_index, fix)
