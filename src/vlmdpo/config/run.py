@@ -47,10 +47,7 @@ class RunKeys(Keys):
     resume_from_checkpoint: str | None = hf(None, "resume_from_checkpoint")
     """Continue a run: auto (or true) = the latest checkpoint in output_dir, or a checkpoint folder."""
     resume_allow_changes: list[str] = []
-    """Settings that may differ from the checkpoint's run on resume (e.g. [learning_rate] after a NaN);
-    they are applied (a new learning rate reaches the optimizer and the schedule) and listed. A
-    checkpoint of a run that differs in any other recorded setting (model, LoRA shape, data, seed,
-    batch sizes, schedule, loss) is refused."""
+    """Settings that may differ from the checkpoint's run on resume, e.g. [learning_rate] after a NaN: applied and listed; any other difference (model, data, seed, batch, schedule, loss) is refused."""
 
     @field_validator("report_to")
     @classmethod

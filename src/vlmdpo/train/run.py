@@ -177,6 +177,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     scheduler = build_scheduler(optimizer, name=cfg.lr_scheduler_type, plan=plan)
     # The scheduler is not prepared: accelerate would step it once per process per step.
     model, optimizer = acc.prepare(model, optimizer)
+    _checkpoints_supported(cfg, acc)
     state, resumed_from = _resume(cfg, run_print, acc, out, say, model=model, optimizer=optimizer,
                                   scheduler=scheduler)
     bco = RunningMean()
@@ -202,6 +203,15 @@ def _writable(out: Path) -> None:
     except OSError as e:
         raise FixableError(f"output_dir: cannot write to '{out}' ({e.strerror or e})",
                            "set output_dir to a folder you can create and write to") from None
+
+
+def _checkpoints_supported(cfg, acc) -> None:
+    """Checkpoints hold whole (gathered) tensors; sharded FSDP / DeepSpeed state is not written yet."""
+    sharded = str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper() in ("FSDP", "DEEPSPEED")
+    if sharded and (cfg.save_steps or cfg.resume_from_checkpoint or cfg.early_stopping_patience):
+        raise FixableError(f"save_steps / resume_from_checkpoint / early_stopping_patience: checkpoints are not "
+                           f"supported under {acc.distributed_type} yet",
+                           "set save_steps: null (the final model is still saved), or train with DDP")
 
 
 # keys whose change makes the saved schedule wrong: the schedule is then rebuilt at the saved step

@@ -102,14 +102,17 @@ def load_optimizer(folder: Path, optimizer, fix: str) -> None:
     tensors = _read(folder / OPTIMIZER, st_load, fix)
     meta = read_json(folder / OPTIMIZER_META, fix)
     state: dict[int, dict[str, Any]] = {}
-    for key, t in tensors.items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = t
-    for pid, values in meta.get("scalars", {}).items():
-        state.setdefault(int(pid), {}).update(values)
+    try:
+        for key, t in tensors.items():
+            pid, name = key.split(".", 1)
+            state.setdefault(int(pid), {})[name] = t
+        for pid, values in meta.get("scalars", {}).items():
+            state.setdefault(int(pid), {}).update(values)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder / OPTIMIZER_META}: not an optimizer state ({e})", fix) from None
     try:
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (KeyError, ValueError, RuntimeError) as e:
+    except Exception as e:  # a wrong shape of JSON or of tensors: the file does not belong here
         raise CheckpointError(f"{folder / OPTIMIZER_META}: does not fit this run's optimizer ({e})", fix) from None
 
 
@@ -135,11 +138,14 @@ def load_rng(folder: Path, rank: int, fix: str) -> None:
     st_name, json_name = rng_files(rank)
     tensors = _read(folder / st_name, st_load, fix)
     other = read_json(folder / json_name, fix)
-    torch.set_rng_state(tensors["cpu"])
-    cuda = [tensors[f"cuda.{i}"] for i in range(sum(k.startswith("cuda.") for k in tensors))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
-    py = other["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np_state = other["numpy"]
-    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    try:
+        torch.set_rng_state(tensors["cpu"])
+        cuda = [tensors[f"cuda.{i}"] for i in range(sum(k.startswith("cuda.") for k in tensors))]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+        py = other["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        np_state = other["numpy"]
+        np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    except Exception as e:  # wrong keys, types or sizes: not the RNG state this run saved
+        raise CheckpointError(f"{folder / st_name} / {json_name}: not a random-number state ({e})", fix) from None
