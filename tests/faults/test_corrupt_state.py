@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fault_helpers import quiet
 from train_helpers import read_jsonl, write_text_prefs
 from vlmdpo.cli import main
-from vlmdpo.train.loop import run_training
 
 
 @pytest.fixture(scope="module")

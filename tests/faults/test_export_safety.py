@@ -9,7 +9,6 @@ import pytest
 from inference_helpers import make_adapter
 from vlmdpo.cli import main
 from vlmdpo.export import MANIFEST, export_model
-from vlmdpo.inference import ModelDirError
 
 
 @pytest.fixture

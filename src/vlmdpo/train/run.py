@@ -225,6 +225,9 @@ def _resume(cfg, run_print: dict, acc, out: Path, say: Say, **parts) -> tuple[ck
     if path is None:
         if value == "auto":
             say(f"resume_from_checkpoint: auto: no checkpoint in {out}, starting fresh")
+        elif ckpt.latest_checkpoint(out) is not None:
+            say(f"note: {out} holds checkpoints of an earlier run (latest {ckpt.latest_checkpoint(out).name}); this "
+                "run starts fresh and replaces those of the same steps (resume_from_checkpoint=auto continues it)")
         return ckpt.TrainState(), None
     diffs = differences(ckpt.read_fingerprint(path), run_print)
     refused = {k: v for k, v in diffs.items() if k not in cfg.resume_allow_changes}
