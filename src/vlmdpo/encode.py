@@ -64,8 +64,11 @@ def encode_pair(
     tokenizer = getattr(processor, "tokenizer", processor)
     _check_record(record, adapter)
 
-    prompt, chosen, rejected = (_for_template(m, adapter) for m in (record.prompt, record.chosen, record.rejected))
-    prompt_text, chosen_text, rejected_text = _render(processor, prompt, chosen, rejected, record)
+    texts = _pretemplated(record, processor, adapter)
+    if texts is None:  # plain text: the model's chat template is applied once
+        prompt, chosen, rejected = (_for_template(m, adapter) for m in (record.prompt, record.chosen, record.rejected))
+        texts = _render(processor, prompt, chosen, rejected, record)
+    prompt_text, chosen_text, rejected_text = texts
     prompt_text, chosen_ids, rejected_ids = _split(tokenizer, prompt_text, chosen_text, rejected_text)
     if not chosen_ids or not rejected_ids:
         raise EncodeError("empty_completion", "the chat template left no completion tokens for chosen or rejected",
@@ -132,14 +135,49 @@ def _for_template(messages: list[Message], adapter: FamilyAdapter) -> list[Messa
 
 
 # ------------------------------------------------------------------------------ template
-def _render(processor, prompt, chosen, rejected, record) -> tuple[str, str, str]:
+def _pretemplated(record: PreferenceRecord, processor, adapter: FamilyAdapter) -> tuple[str, str, str] | None:
+    """Texts to use as is when the record is already in the model's own chat template (as TRL
+    does); None for plain text. Another family's template markers are an error at the row."""
+    from vlmdpo import templated
+
+    found = templated.field_markers(record)
+    if not found:
+        return None
+    owner = _templater(processor, record)
+    template = owner.chat_template if isinstance(owner.chat_template, str) else repr(owner.chat_template)
+    bos = getattr(getattr(processor, "tokenizer", processor), "bos_token", None)
+    facts = templated.template_facts(_renderer(owner, record), adapter, template, bos)
+    wrong = templated.foreign(found, facts)
+    if wrong is not None:
+        name, marker, other = wrong
+        raise EncodeError("template_mismatch", f"field '{name}' is already written in the {other} chat template "
+                          f"({marker!r}), but this {adapter.name} model uses another template",
+                          f"give '{name}' as plain text (no chat-template markers) so the model's own template is "
+                          "applied, or write it in this model's template", record=record)
+    log.debug("%s: text already in the model's chat template; used as is", record.id)
+    prompt, chosen, rejected = templated.as_is(record, facts)
+    return prompt, prompt + chosen, prompt + rejected
+
+
+def _templater(processor, record):
+    """The object that holds the chat template: the processor, or its tokenizer."""
     tokenizer = getattr(processor, "tokenizer", processor)
     if getattr(processor, "chat_template", None) is None:
         if getattr(tokenizer, "chat_template", None) is None:
             raise EncodeError("no_chat_template", "the model has no chat template to render conversations with",
                               "use a chat / instruct checkpoint, or set processor.chat_template", record=record)
-        processor = tokenizer  # some VLM repos keep the template on the tokenizer only
+        return tokenizer  # some VLM repos keep the template on the tokenizer only
+    return processor
 
+
+def _render(processor, prompt, chosen, rejected, record) -> tuple[str, str, str]:
+    render = _renderer(_templater(processor, record), record)
+    last = prompt[-1]["role"] if prompt else "user"
+    gen = dict(add_generation_prompt=True) if last != "assistant" else dict(continue_final_message=True)
+    return render(prompt, **gen), render(prompt + chosen), render(prompt + rejected)
+
+
+def _renderer(processor, record):
     def render(messages, **kw) -> str:
         try:
             out = processor.apply_chat_template(messages, tokenize=False, **kw)
@@ -149,9 +187,7 @@ def _render(processor, prompt, chosen, rejected, record) -> tuple[str, str, str]
                               record=record) from None
         return out if isinstance(out, str) else out[0]
 
-    last = prompt[-1]["role"] if prompt else "user"
-    gen = dict(add_generation_prompt=True) if last != "assistant" else dict(continue_final_message=True)
-    return render(prompt, **gen), render(prompt + chosen), render(prompt + rejected)
+    return render
 
 
 def _tok(tokenizer, text: str) -> list[int]:
