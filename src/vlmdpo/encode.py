@@ -12,18 +12,29 @@ import logging
 from typing import Any, Literal
 
 from vlmdpo.model.families import FamilyAdapter, adapter_for
-from vlmdpo.types import Dropped, EncodedPair, ImageRef, Message, PreferenceRecord
+from vlmdpo.types import Dropped, EncodedPair, ImageRef, Message, PreferenceRecord, RowError
 
 log = logging.getLogger(__name__)
 
 Truncation = Literal["completions", "drop"]
 
 
-class EncodeError(ValueError):
-    """A pair that cannot be trained on as given: what, which pair, and how to fix it."""
+# Kinds of EncodeError that mean "does not fit max_length": reported as drops under their own
+# heading. Every other kind is bad data, which on_invalid decides (error, or skip and report).
+# ("identical" comes from truncation: identical texts are refused when the data is read.)
+LENGTH_KINDS = frozenset({"too_long", "prompt_too_long", "identical"})
 
-    def __init__(self, kind: str, message: str, fix: str = "", *, record: PreferenceRecord | None = None):
-        self.kind, self.message, self.fix = kind, message, fix
+
+def is_length_problem(kind: str) -> bool:
+    return kind in LENGTH_KINDS
+
+
+class EncodeError(ValueError):
+    """A pair that cannot be trained on as given: what, which pair (and field), and how to fix it."""
+
+    def __init__(self, kind: str, message: str, fix: str = "", *, record: PreferenceRecord | None = None,
+                 field: str = ""):
+        self.kind, self.message, self.fix, self.field = kind, message, fix, field
         self.record_id = record.id if record is not None else None
         self.where = str(record.source) if record is not None and record.source is not None else None
         head = f"{self.where} (id {self.record_id})" if self.where else f"pair {self.record_id!r}"
@@ -31,7 +42,7 @@ class EncodeError(ValueError):
         super().__init__(f"{text} -> {fix}" if fix else text)
 
     def __reduce__(self):  # survives DataLoader worker processes (keyword-only init)
-        return _rebuild_error, (self.kind, self.message, self.fix, self.record_id, self.where, str(self))
+        return _rebuild_error, (self.kind, self.message, self.fix, self.record_id, self.where, str(self), self.field)
 
 
 def dropped_pair(record: PreferenceRecord, error: Exception) -> Dropped:
@@ -42,10 +53,17 @@ def dropped_pair(record: PreferenceRecord, error: Exception) -> Dropped:
                    getattr(error, "kind", "encode"), f"{message} -> {fix}" if fix and fix not in message else message)
 
 
-def _rebuild_error(kind, message, fix, record_id, where, text):
+def bad_row(record: PreferenceRecord, error: EncodeError) -> RowError:
+    """A refused pair as a data error at its file:row and field (the form data loading reports)."""
+    src = record.source
+    return RowError(error.kind, getattr(src, "file", None) or str(src or record.id), getattr(src, "row", 0) or 0,
+                    error.field or "<pair>", error.message, error.fix)
+
+
+def _rebuild_error(kind, message, fix, record_id, where, text, field=""):
     err = EncodeError.__new__(EncodeError)
     ValueError.__init__(err, text)
-    err.kind, err.message, err.fix, err.record_id, err.where = kind, message, fix, record_id, where
+    err.kind, err.message, err.fix, err.record_id, err.where, err.field = kind, message, fix, record_id, where, field
     return err
 
 
@@ -153,7 +171,7 @@ def _pretemplated(record: PreferenceRecord, processor, adapter: FamilyAdapter) -
         raise EncodeError("template_mismatch", f"field '{name}' is already written in the {other} chat template "
                           f"({marker!r}), but this {adapter.name} model uses another template",
                           f"give '{name}' as plain text (no chat-template markers) so the model's own template is "
-                          "applied, or write it in this model's template", record=record)
+                          "applied, or write it in this model's template", record=record, field=name)
     log.debug("%s: text already in the model's chat template; used as is", record.id)
     prompt, chosen, rejected = templated.as_is(record, facts)
     return prompt, prompt + chosen, prompt + rejected
@@ -247,29 +265,27 @@ def _with_end_of_turn(ids: list[int], tokenizer) -> list[int]:
 
 
 # ------------------------------------------------------------------------------ prompt + images
-def _load(ref: ImageRef, load: dict):
-    try:
-        from vlmdpo.data.images import load_image
-    except ImportError:  # data layer absent: plain PIL for the two in-memory cases
-        from PIL import Image
+def _load(ref: ImageRef, load: dict, record, field: str):
+    from vlmdpo.data.images import load_image
 
-        im = ref.pil if ref.pil is not None else Image.open(ref.path)
-        return im.convert("RGB")  # (no resizing, no remote fetch in this fallback)
-    return load_image(ref, **load)
+    try:
+        return load_image(ref, **load)
+    except Exception as e:  # ImageLoadError names the file; anything else PIL raises is wrapped, never raw
+        message = str(e) if isinstance(e, ValueError) else f"image {ref.describe()} cannot be decoded ({e!r})"
+        # missing, unreadable or truncated (the default header check at load time passes truncated files)
+        raise EncodeError("image", message, f"fix or remove the image in field '{field}'", record=record,
+                          field=field) from None
 
 
 def _encode_prompt(processor, tokenizer, adapter, prompt_text, images, record, load, field="images"):
     if not images:
         return _tok(tokenizer, prompt_text), {}
-    try:
-        pil = [_load(ref, load) for ref in images]
-    except ValueError as e:
-        raise EncodeError("image", str(e), f"fix or remove the image in field '{field}'", record=record) from None
+    pil = [_load(ref, load, record, field) for ref in images]
     try:
         out = processor(text=[prompt_text], images=[pil], return_tensors="pt", add_special_tokens=False)
     except Exception as e:
         raise EncodeError("processor", f"the {adapter.name} processor failed on this pair's images: {e}",
-                          f"check the images in field '{field}' (size, count)", record=record) from None
+                          f"check the images in field '{field}' (size, count)", record=record, field=field) from None
     return out["input_ids"][0].tolist(), adapter.select_vision(out)
 
 
@@ -300,6 +316,8 @@ def _check_differs(pair: EncodedPair, record, max_length) -> EncodedPair:
     same_prompt = pair.rejected_prompt_ids is None or pair.rejected_prompt_ids == pair.prompt_ids
     if same_prompt and pair.rejected_vision is None and pair.chosen_ids == pair.rejected_ids:
         why = f" after truncation to max_length={max_length}" if pair.truncated else ""
-        raise EncodeError("identical", f"chosen and rejected are the same tokens{why}: the pair carries no signal",
-                          "raise max_length so the answers differ, or remove the pair", record=record)
+        raise EncodeError("identical" if pair.truncated else "identical_tokens",
+                          f"chosen and rejected are the same tokens{why}: the pair carries no signal",
+                          "raise max_length so the answers differ, or remove the pair", record=record,
+                          field="rejected")
     return pair

@@ -145,7 +145,8 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     encode = partial(encode_pair, processor=bundle.processor, family=bundle.family, max_length=cfg.max_length,
                      truncation=cfg.truncation, image_max_pixels=cfg.image_max_pixels,
                      image_min_pixels=cfg.image_min_pixels)
-    train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say)
+    train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say,
+                                                      cfg.on_invalid)
     train_ds, eval_ds = EncodedPairs(train_recs, train_keep, encode), EncodedPairs(eval_recs, eval_keep, encode)
 
     layout = stages.choose_layout(cfg.fast_options(), bundle, acc, say)
