@@ -179,6 +179,13 @@ OTHER_TEMPLATES: dict[str, tuple[str, ...]] = {
 _QWEN_VISION: dict[str, Stacking] = {"pixel_values": "cat", "image_grid_thw": "cat", "pixel_values_videos": "cat",
                                      "video_grid_thw": "cat", "second_per_grid_ts": "cat"}
 
+# what Qwen2-VL, Qwen2.5-VL and Qwen3-VL share
+_QWEN: dict[str, Any] = dict(
+    is_vlm=True, vision_keys=_QWEN_VISION, token_type_key="mm_token_type_ids", rope="mrope",
+    vision_tower=("model.visual",), language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
+    template_markers=_CHATML,
+)
+
 ADAPTERS: dict[str, FamilyAdapter] = {
     a.name: a
     for a in (
@@ -189,29 +196,11 @@ ADAPTERS: dict[str, FamilyAdapter] = {
             language_model=("model.text_model", "lm_head"), end_of_turn=("<end_of_utterance>", "<|im_end|>"),
             template_markers=_SMOLVLM,
         ),
-        FamilyAdapter(
-            name="qwen2_vl", model_types=("qwen2_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
-            token_type_key="mm_token_type_ids", rope="mrope",
-            # the patch merger is Qwen's projector; it lives inside the vision module
-            vision_tower=("model.visual",), projector=("model.visual.merger",),
-            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
-            template_markers=_CHATML,
-        ),
-        FamilyAdapter(
-            name="qwen2_5_vl", model_types=("qwen2_5_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
-            token_type_key="mm_token_type_ids", rope="mrope",
-            vision_tower=("model.visual",), projector=("model.visual.merger",),
-            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
-            template_markers=_CHATML,
-        ),
-        FamilyAdapter(
-            name="qwen3_vl", model_types=("qwen3_vl", "qwen3_vl_moe"), is_vlm=True, vision_keys=_QWEN_VISION,
-            token_type_key="mm_token_type_ids", rope="mrope",
-            vision_tower=("model.visual",),
-            projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
-            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
-            template_markers=_CHATML,
-        ),
+        # the patch merger is Qwen's projector; it lives inside the vision module
+        FamilyAdapter(name="qwen2_vl", model_types=("qwen2_vl",), projector=("model.visual.merger",), **_QWEN),
+        FamilyAdapter(name="qwen2_5_vl", model_types=("qwen2_5_vl",), projector=("model.visual.merger",), **_QWEN),
+        FamilyAdapter(name="qwen3_vl", model_types=("qwen3_vl", "qwen3_vl_moe"),
+                      projector=("model.visual.merger", "model.visual.deepstack_merger_list"), **_QWEN),
         FamilyAdapter(
             name="llava", model_types=("llava",), is_vlm=True, vision_keys={"pixel_values": "cat"},
             vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector",),
