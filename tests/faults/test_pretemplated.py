@@ -91,3 +91,18 @@ def test_plain_text_is_templated_once(tmp_path):
     pair = encode_pair(rec, proc, ad, max_length=None)
     text = proc.tokenizer.decode(pair.prompt_ids + pair.chosen_ids)
     assert text.count("User:") == 1 and text.count("<end_of_utterance>") == 2
+
+
+def test_text_only_model_finds_its_template_from_the_template_itself(tmp_path):
+    # causal_lm declares no markers (checkpoints differ); its ChatML template's own markers are found
+    system = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    rows = [{"prompt": f"{system}<|im_start|>user\nHi?<|im_end|>\n", "chosen": "<|im_start|>assistant\nYes.<|im_end|>\n",
+             "rejected": "<|im_start|>assistant\nNo.<|im_end|>\n"},
+            {"prompt": [{"role": "user", "content": "Hi?"}], "chosen": [{"role": "assistant", "content": "Yes."}],
+             "rejected": [{"role": "assistant", "content": "No."}]}]
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    templated, plain = load_preferences(str(path)).records
+    proc, ad = _model("causal_lm")
+    a, b = (encode_pair(r, proc, ad, max_length=None) for r in (templated, plain))
+    assert (a.prompt_ids, a.chosen_ids, a.rejected_ids) == (b.prompt_ids, b.chosen_ids, b.rejected_ids)
