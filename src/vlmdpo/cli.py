@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Callable
 
+from vlmdpo.data.options import add_load_options, load_kwargs
+
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
 
@@ -29,7 +31,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("check", help="report every invalid row (file:row field message -> fix)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="data file(s), folder(s) or hub dataset name(s)")
-    _add_load_options(p)
+    add_load_options(p)
     p.add_argument("--decode-images", action="store_true",
                    help="decode every image fully (catches truncated files; slower than the default header check)")
     p.add_argument("--max-examples", type=int, default=5, metavar="N",
@@ -38,7 +40,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("stats", help="rows, images per row, image sizes, text lengths, duplicates")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    _add_load_options(p)
+    add_load_options(p)
     p.add_argument("--model", metavar="NAME_OR_PATH", help="count tokens with this model's tokenizer (a local folder)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=_run_data_stats)
@@ -48,25 +50,15 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--row", required=True, metavar="N",
                    help="row number as `data check` prints it (1-based), or FILE:N")
     p.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML page")
-    _add_load_options(p)
+    add_load_options(p)
     p.set_defaults(func=_run_data_show)
 
     p = dsub.add_parser("convert", help="write the data as TRL, ms-swift or LLaMA-Factory JSONL (+ images/)")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .jsonl file (or folder)")
     p.add_argument("--to", required=True, choices=("trl", "swift", "llamafactory"))
-    _add_load_options(p)
+    add_load_options(p)
     p.set_defaults(func=_run_data_convert)
-
-
-def _add_load_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", default="auto", help="input format (default: auto-detect per file)")
-    p.add_argument("--image-root", metavar="DIR", help="resolve relative image paths against DIR")
-    p.add_argument("--allow-remote-images", action="store_true", help="allow http(s) image URLs")
-
-
-def _load_kwargs(args: argparse.Namespace) -> dict:
-    return {"format": args.format, "image_root": args.image_root, "allow_remote_images": args.allow_remote_images}
 
 
 def _source(paths: list[str]):
@@ -88,7 +80,7 @@ def _run_data_check(args: argparse.Namespace) -> int:
     from vlmdpo.data.stats import check_data, format_check
 
     report = check_data(_source(args.paths), check_images="decode" if args.decode_images else "header",
-                        progress=_progress(), **_load_kwargs(args))
+                        progress=_progress(), **load_kwargs(args))
     print(format_check(report, per_kind=args.max_examples))
     return EXIT_OK if report.ok else EXIT_INVALID
 
@@ -96,7 +88,7 @@ def _run_data_check(args: argparse.Namespace) -> int:
 def _run_data_stats(args: argparse.Namespace) -> int:
     from vlmdpo.data.stats import data_stats, format_stats
 
-    stats = data_stats(_source(args.paths), model=args.model, progress=_progress(), **_load_kwargs(args))
+    stats = data_stats(_source(args.paths), model=args.model, progress=_progress(), **load_kwargs(args))
     print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json else format_stats(stats))
     return EXIT_OK
 
@@ -104,14 +96,14 @@ def _run_data_stats(args: argparse.Namespace) -> int:
 def _run_data_show(args: argparse.Namespace) -> int:
     from vlmdpo.data.show import show_record
 
-    print(show_record(_source(args.paths), args.row, html_path=args.html, **_load_kwargs(args)))
+    print(show_record(_source(args.paths), args.row, html_path=args.html, **load_kwargs(args)))
     return EXIT_OK
 
 
 def _run_data_convert(args: argparse.Namespace) -> int:
     from vlmdpo.data.convert import convert_source
 
-    out = convert_source(_source(args.paths), args.output, to=args.to, progress=_progress(), **_load_kwargs(args))
+    out = convert_source(_source(args.paths), args.output, to=args.to, progress=_progress(), **load_kwargs(args))
     print(f"wrote {out}")
     return EXIT_OK
 

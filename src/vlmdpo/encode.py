@@ -12,18 +12,29 @@ import logging
 from typing import Any, Literal
 
 from vlmdpo.model.families import FamilyAdapter, adapter_for
-from vlmdpo.types import Dropped, EncodedPair, ImageRef, Message, PreferenceRecord
+from vlmdpo.types import Dropped, EncodedPair, ImageRef, Message, PreferenceRecord, RowError
 
 log = logging.getLogger(__name__)
 
 Truncation = Literal["completions", "drop"]
 
 
-class EncodeError(ValueError):
-    """A pair that cannot be trained on as given: what, which pair, and how to fix it."""
+# Kinds of EncodeError that mean "does not fit max_length": reported as drops under their own
+# heading. Every other kind is bad data, which on_invalid decides (error, or skip and report).
+# ("identical" comes from truncation: identical texts are refused when the data is read.)
+LENGTH_KINDS = frozenset({"too_long", "prompt_too_long", "identical"})
 
-    def __init__(self, kind: str, message: str, fix: str = "", *, record: PreferenceRecord | None = None):
-        self.kind, self.message, self.fix = kind, message, fix
+
+def is_length_problem(kind: str) -> bool:
+    return kind in LENGTH_KINDS
+
+
+class EncodeError(ValueError):
+    """A pair that cannot be trained on as given: what, which pair (and field), and how to fix it."""
+
+    def __init__(self, kind: str, message: str, fix: str = "", *, record: PreferenceRecord | None = None,
+                 field: str = ""):
+        self.kind, self.message, self.fix, self.field = kind, message, fix, field
         self.record_id = record.id if record is not None else None
         self.where = str(record.source) if record is not None and record.source is not None else None
         head = f"{self.where} (id {self.record_id})" if self.where else f"pair {self.record_id!r}"
@@ -31,7 +42,7 @@ class EncodeError(ValueError):
         super().__init__(f"{text} -> {fix}" if fix else text)
 
     def __reduce__(self):  # survives DataLoader worker processes (keyword-only init)
-        return _rebuild_error, (self.kind, self.message, self.fix, self.record_id, self.where, str(self))
+        return _rebuild_error, (self.kind, self.message, self.fix, self.record_id, self.where, str(self), self.field)
 
 
 def dropped_pair(record: PreferenceRecord, error: Exception) -> Dropped:
@@ -42,10 +53,17 @@ def dropped_pair(record: PreferenceRecord, error: Exception) -> Dropped:
                    getattr(error, "kind", "encode"), f"{message} -> {fix}" if fix and fix not in message else message)
 
 
-def _rebuild_error(kind, message, fix, record_id, where, text):
+def bad_row(record: PreferenceRecord, error: EncodeError) -> RowError:
+    """A refused pair as a data error at its file:row and field (the form data loading reports)."""
+    src = record.source
+    return RowError(error.kind, getattr(src, "file", None) or str(src or record.id), getattr(src, "row", 0) or 0,
+                    error.field or "<pair>", error.message, error.fix)
+
+
+def _rebuild_error(kind, message, fix, record_id, where, text, field=""):
     err = EncodeError.__new__(EncodeError)
     ValueError.__init__(err, text)
-    err.kind, err.message, err.fix, err.record_id, err.where = kind, message, fix, record_id, where
+    err.kind, err.message, err.fix, err.record_id, err.where, err.field = kind, message, fix, record_id, where, field
     return err
 
 
@@ -64,8 +82,11 @@ def encode_pair(
     tokenizer = getattr(processor, "tokenizer", processor)
     _check_record(record, adapter)
 
-    prompt, chosen, rejected = (_for_template(m, adapter) for m in (record.prompt, record.chosen, record.rejected))
-    prompt_text, chosen_text, rejected_text = _render(processor, prompt, chosen, rejected, record)
+    texts = _pretemplated(record, processor, adapter)
+    if texts is None:  # plain text: the model's chat template is applied once
+        prompt, chosen, rejected = (_for_template(m, adapter) for m in (record.prompt, record.chosen, record.rejected))
+        texts = _render(processor, prompt, chosen, rejected, record)
+    prompt_text, chosen_text, rejected_text = texts
     prompt_text, chosen_ids, rejected_ids = _split(tokenizer, prompt_text, chosen_text, rejected_text)
     if not chosen_ids or not rejected_ids:
         raise EncodeError("empty_completion", "the chat template left no completion tokens for chosen or rejected",
@@ -132,14 +153,49 @@ def _for_template(messages: list[Message], adapter: FamilyAdapter) -> list[Messa
 
 
 # ------------------------------------------------------------------------------ template
-def _render(processor, prompt, chosen, rejected, record) -> tuple[str, str, str]:
+def _pretemplated(record: PreferenceRecord, processor, adapter: FamilyAdapter) -> tuple[str, str, str] | None:
+    """Texts to use as is when the record is already in the model's own chat template (as TRL
+    does); None for plain text. Another family's template markers are an error at the row."""
+    from vlmdpo import templated
+
+    found = templated.field_markers(record)
+    if not found:
+        return None
+    owner = _templater(processor, record)
+    template = owner.chat_template if isinstance(owner.chat_template, str) else repr(owner.chat_template)
+    bos = getattr(getattr(processor, "tokenizer", processor), "bos_token", None)
+    facts = templated.template_facts(_renderer(owner, record), adapter, template, bos)
+    wrong = templated.foreign(found, facts)
+    if wrong is not None:
+        name, marker, other = wrong
+        raise EncodeError("template_mismatch", f"field '{name}' is already written in the {other} chat template "
+                          f"({marker!r}), but this {adapter.name} model uses another template",
+                          f"give '{name}' as plain text (no chat-template markers) so the model's own template is "
+                          "applied, or write it in this model's template", record=record, field=name)
+    log.debug("%s: text already in the model's chat template; used as is", record.id)
+    prompt, chosen, rejected = templated.as_is(record, facts)
+    return prompt, prompt + chosen, prompt + rejected
+
+
+def _templater(processor, record):
+    """The object that holds the chat template: the processor, or its tokenizer."""
     tokenizer = getattr(processor, "tokenizer", processor)
     if getattr(processor, "chat_template", None) is None:
         if getattr(tokenizer, "chat_template", None) is None:
             raise EncodeError("no_chat_template", "the model has no chat template to render conversations with",
                               "use a chat / instruct checkpoint, or set processor.chat_template", record=record)
-        processor = tokenizer  # some VLM repos keep the template on the tokenizer only
+        return tokenizer  # some VLM repos keep the template on the tokenizer only
+    return processor
 
+
+def _render(processor, prompt, chosen, rejected, record) -> tuple[str, str, str]:
+    render = _renderer(_templater(processor, record), record)
+    last = prompt[-1]["role"] if prompt else "user"
+    gen = dict(add_generation_prompt=True) if last != "assistant" else dict(continue_final_message=True)
+    return render(prompt, **gen), render(prompt + chosen), render(prompt + rejected)
+
+
+def _renderer(processor, record):
     def render(messages, **kw) -> str:
         try:
             out = processor.apply_chat_template(messages, tokenize=False, **kw)
@@ -149,9 +205,7 @@ def _render(processor, prompt, chosen, rejected, record) -> tuple[str, str, str]
                               record=record) from None
         return out if isinstance(out, str) else out[0]
 
-    last = prompt[-1]["role"] if prompt else "user"
-    gen = dict(add_generation_prompt=True) if last != "assistant" else dict(continue_final_message=True)
-    return render(prompt, **gen), render(prompt + chosen), render(prompt + rejected)
+    return render
 
 
 def _tok(tokenizer, text: str) -> list[int]:
@@ -211,29 +265,27 @@ def _with_end_of_turn(ids: list[int], tokenizer) -> list[int]:
 
 
 # ------------------------------------------------------------------------------ prompt + images
-def _load(ref: ImageRef, load: dict):
-    try:
-        from vlmdpo.data.images import load_image
-    except ImportError:  # data layer absent: plain PIL for the two in-memory cases
-        from PIL import Image
+def _load(ref: ImageRef, load: dict, record, field: str):
+    from vlmdpo.data.images import load_image
 
-        im = ref.pil if ref.pil is not None else Image.open(ref.path)
-        return im.convert("RGB")  # (no resizing, no remote fetch in this fallback)
-    return load_image(ref, **load)
+    try:
+        return load_image(ref, **load)
+    except Exception as e:  # ImageLoadError names the file; anything else PIL raises is wrapped, never raw
+        message = str(e) if isinstance(e, ValueError) else f"image {ref.describe()} cannot be decoded ({e!r})"
+        # missing, unreadable or truncated (the default header check at load time passes truncated files)
+        raise EncodeError("image", message, f"fix or remove the image in field '{field}'", record=record,
+                          field=field) from None
 
 
 def _encode_prompt(processor, tokenizer, adapter, prompt_text, images, record, load, field="images"):
     if not images:
         return _tok(tokenizer, prompt_text), {}
-    try:
-        pil = [_load(ref, load) for ref in images]
-    except ValueError as e:
-        raise EncodeError("image", str(e), f"fix or remove the image in field '{field}'", record=record) from None
+    pil = [_load(ref, load, record, field) for ref in images]
     try:
         out = processor(text=[prompt_text], images=[pil], return_tensors="pt", add_special_tokens=False)
     except Exception as e:
         raise EncodeError("processor", f"the {adapter.name} processor failed on this pair's images: {e}",
-                          f"check the images in field '{field}' (size, count)", record=record) from None
+                          f"check the images in field '{field}' (size, count)", record=record, field=field) from None
     return out["input_ids"][0].tolist(), adapter.select_vision(out)
 
 
@@ -264,6 +316,8 @@ def _check_differs(pair: EncodedPair, record, max_length) -> EncodedPair:
     same_prompt = pair.rejected_prompt_ids is None or pair.rejected_prompt_ids == pair.prompt_ids
     if same_prompt and pair.rejected_vision is None and pair.chosen_ids == pair.rejected_ids:
         why = f" after truncation to max_length={max_length}" if pair.truncated else ""
-        raise EncodeError("identical", f"chosen and rejected are the same tokens{why}: the pair carries no signal",
-                          "raise max_length so the answers differ, or remove the pair", record=record)
+        raise EncodeError("identical" if pair.truncated else "identical_tokens",
+                          f"chosen and rejected are the same tokens{why}: the pair carries no signal",
+                          "raise max_length so the answers differ, or remove the pair", record=record,
+                          field="rejected")
     return pair

@@ -15,8 +15,10 @@ class DataKeys(Keys):
     """Record format (trl, sharegpt, alpaca, swift, rlaifv, rlhfv; see docs/FORMATS.md); auto detects it per file."""
     image_root: str | None = peer(None, llamafactory="media_dir")
     """Folder that relative image paths in the data are resolved against."""
+    image_path_map: dict[str, str] | None = None
+    """Re-home image/video paths written on another machine: {old prefix: new prefix}, e.g. {"/data": "/mnt/data"}."""
     allow_remote_images: bool = False
-    """Allow http(s) image URLs in the data (downloaded with size and time limits)."""
+    """Allow http(s) image URLs in the data (each at most 64 MiB, downloaded within 30 s; 256 MiB kept in memory)."""
     on_invalid: Literal["error", "skip"] = "error"
     """What an invalid record does: stop with its file:row, or skip it and report it."""
     check_images: Literal["none", "header", "decode"] = "header"
@@ -36,6 +38,10 @@ class DataKeys(Keys):
             problems.append("dataset: missing; give a preference file, a folder, a hub dataset name, or a list of those")
         if self.val_size < 0 or (self.val_size >= 1 and self.val_size != int(self.val_size)):
             problems.append(f"val_size: must be a fraction in [0, 1) or a whole number of pairs (got {self.val_size})")
+        bad = [old for old, new in (self.image_path_map or {}).items() if not old.strip() or not new.strip()]
+        if bad:
+            problems.append("image_path_map: each entry maps a folder prefix to another, e.g. {\"/data\": \"/mnt/data\"} "
+                            f"(got an empty one: {bad[0]!r})")
         if self.val_size and self.eval_dataset:
             problems.append("val_size: set either val_size (split off the training data) or eval_dataset, not both")
         return problems

@@ -13,23 +13,22 @@ import io
 import math
 import os
 import re
-import urllib.error
 import urllib.request
 import warnings
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vlmdpo.types import ImageRef
+from vlmdpo.data.remote import RemoteImageError, fetch
 from vlmdpo.errors import FixableError
+from vlmdpo.types import ImageRef
 
 # PIL raises at twice its MAX_IMAGE_PIXELS; we use that same threshold as our hard limit and
 # never let PIL's softer warning reach the user.
 DEFAULT_MAX_IMAGE_PIXELS = 2 * 89_478_485
 _max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
-REMOTE_TIMEOUT_S = 20.0
-REMOTE_MAX_BYTES = 64 * 1024 * 1024
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<payload>.*)$", re.S)
@@ -62,8 +61,12 @@ def set_max_image_pixels(limit: int | None) -> None:
 
 # ---------------------------------------------------------------------------------------- resolve
 def resolve_image(value: Any, *, base_dir: Path | None = None, image_root: Path | None = None,
-                  allow_remote: bool = False) -> ImageRef:
-    """Turn a row's image value into an ImageRef; no file I/O (check_image does that)."""
+                  allow_remote: bool = False, path_map: Mapping[str, str] | None = None) -> ImageRef:
+    """Turn a row's image (or video) value into an ImageRef; no file I/O (check_image does that).
+    `path_map` re-homes absolute paths: {old prefix: new prefix} (config key image_path_map)."""
+    if path_map:  # every resolved file path under an old prefix, relative ones included
+        return _remapped(resolve_image(value, base_dir=base_dir, image_root=image_root, allow_remote=allow_remote),
+                         path_map)
     if isinstance(value, ImageRef):
         return value
     if isinstance(value, Image.Image):
@@ -103,6 +106,22 @@ def _resolve_str(value: str, *, base_dir, image_root, allow_remote) -> ImageRef:
         root = image_root if image_root is not None else base_dir
         path = os.path.join(os.fspath(root), path) if root is not None else path
     return ImageRef(path=os.path.abspath(path), origin=value)
+
+
+def remap_path(path: str, path_map: Mapping[str, str]) -> str:
+    """`path` with its longest matching old prefix (whole folder names) replaced by the new one."""
+    for old in sorted(path_map, key=len, reverse=True):
+        base = old.rstrip("/")
+        if path == base or path.startswith(base + "/"):
+            return os.path.join(os.path.expanduser(path_map[old]), path[len(base):].lstrip("/"))
+    return path
+
+
+def _remapped(ref: ImageRef, path_map: Mapping[str, str]) -> ImageRef:
+    if ref.path is None:
+        return ref
+    path = remap_path(ref.path, path_map)
+    return ref if path == ref.path else replace(ref, path=os.path.abspath(path))
 
 
 def _resolve_data_uri(text: str) -> ImageRef:
@@ -148,7 +167,6 @@ def _short(text: str, n: int = 80) -> str:
 # ------------------------------------------------------------------------------------------ check
 # (path, decode) -> (mtime_ns, size, message or None, (w, h) or None); many rows share a file.
 _header_cache: dict[tuple[str, bool], tuple[int, int, str | None, tuple[int, int] | None]] = {}
-_remote_cache: dict[str, bytes] = {}
 
 
 def check_image(ref: ImageRef, *, decode: bool = False, allow_remote: bool = False) -> str | None:
@@ -366,24 +384,10 @@ def resize_area(im: Image.Image, *, max_pixels: int | None = None, min_pixels: i
 def _fetch(url: str | None) -> bytes:
     if url is None:
         raise ImageLoadError("image reference is empty")
-    hit = _remote_cache.get(url)
-    if hit is not None:
-        return hit
-    fix = "check the URL, or download the images and use local paths"
     try:
-        req = urllib.request.Request(url, headers={"User-Agent": "vlmdpo"})
-        with urllib.request.urlopen(req, timeout=REMOTE_TIMEOUT_S) as resp:
-            data = resp.read(REMOTE_MAX_BYTES + 1)
-    except urllib.error.HTTPError as e:
-        raise ImageLoadError(f"image URL returned HTTP {e.code}: {url}; {fix}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise ImageLoadError(f"image URL could not be fetched: {url} ({reason}); {fix}") from None
-    if len(data) > REMOTE_MAX_BYTES:
-        raise ImageLoadError(f"image URL is larger than {REMOTE_MAX_BYTES // 2**20} MiB: {url}")
-    if len(_remote_cache) < 4096:
-        _remote_cache[url] = data
-    return data
+        return fetch(url)
+    except RemoteImageError as e:
+        raise ImageLoadError(e.message, e.fix) from None
 
 
 # ----------------------------------------------------------------------------------------- digest

@@ -54,12 +54,13 @@ class PreferenceStream:
     def __init__(self, source: Any, *, format: str = "auto", image_root: str | Path | None = None,
                  allow_remote_images: bool = False, on_invalid: str = "error",
                  rejected_rows_path: str | Path | None = None, check_images: str = "header",
-                 dataset_info: Any = None, split: str = "train"):
+                 dataset_info: Any = None, split: str = "train", image_path_map: dict[str, str] | None = None):
         if on_invalid not in ON_INVALID:
             raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
         self.format = canonical_format_name(format)
         self.image_root = Path(image_root).expanduser().resolve() if image_root else None
         self.allow_remote = allow_remote_images
+        self.path_map = dict(image_path_map or {})
         self.on_invalid = on_invalid
         self.rejected_rows_path = Path(rejected_rows_path) if rejected_rows_path else None
         self.checker = ImageChecker(check_images, allow_remote=allow_remote_images)
@@ -93,7 +94,7 @@ class PreferenceStream:
         ctx = RowContext(file=src.label, stem=src.stem, base_dir=src.base_dir, image_root=self.image_root,
                          allow_remote=self.allow_remote, spec=src.spec)
         ctx.resolver = partial(resolve_image, base_dir=src.base_dir, image_root=self.image_root,
-                               allow_remote=self.allow_remote)
+                               allow_remote=self.allow_remote, path_map=self.path_map)
         fmt = self._fixed_format(src)
         for rowno, row in src.rows():
             self.n_read += 1
@@ -197,22 +198,26 @@ def _jsonable(value: Any) -> Any:
 def iter_preferences(source: Any, *, format: str = "auto", image_root: str | Path | None = None,
                      allow_remote_images: bool = False, on_invalid: str = "error",
                      rejected_rows_path: str | Path | None = None, check_images: str = "header",
-                     max_errors: int = 50, dataset_info: Any = None, split: str = "train") -> PreferenceStream:
+                     max_errors: int = 50, dataset_info: Any = None, split: str = "train",
+                     image_path_map: dict[str, str] | None = None) -> PreferenceStream:
     """Stream records and row errors; see PreferenceStream. `max_errors` is unused here (listing cap)."""
     return PreferenceStream(source, format=format, image_root=image_root, allow_remote_images=allow_remote_images,
                             on_invalid=on_invalid, rejected_rows_path=rejected_rows_path,
-                            check_images=check_images, dataset_info=dataset_info, split=split)
+                            check_images=check_images, dataset_info=dataset_info, split=split,
+                            image_path_map=image_path_map)
 
 
 def load_preferences(source: Any, *, format: str = "auto", image_root: str | Path | None = None,
                      allow_remote_images: bool = False, on_invalid: str = "error",
                      rejected_rows_path: str | Path | None = None, check_images: str = "header",
-                     max_errors: int = 50, dataset_info: Any = None, split: str = "train") -> LoadResult:
+                     max_errors: int = 50, dataset_info: Any = None, split: str = "train",
+                     image_path_map: dict[str, str] | None = None) -> LoadResult:
     """Every valid record of `source`. With on_invalid="error" any invalid row raises DataError
     (all rows are still read so every problem is listed; `max_errors` caps how many are printed)."""
     stream = iter_preferences(source, format=format, image_root=image_root, allow_remote_images=allow_remote_images,
                               on_invalid=on_invalid, rejected_rows_path=rejected_rows_path,
-                              check_images=check_images, dataset_info=dataset_info, split=split)
+                              check_images=check_images, dataset_info=dataset_info, split=split,
+                            image_path_map=image_path_map)
     records: list[PreferenceRecord] = []
     errors: list[RowError] = []
     for item in stream:

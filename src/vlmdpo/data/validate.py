@@ -144,7 +144,8 @@ def validate_record(
                 problem = image_checker(ref, video=key == "videos")
                 if problem:
                     add("video" if key == "videos" else "image", f"{names[key]}[{i}]", problem,
-                        "fix or replace the file, or set image_root if relative paths point elsewhere")
+                        "fix or replace the file, or set image_root if relative paths point elsewhere "
+                        "(image_path_map: {old: new} for absolute paths from another machine)")
     return errors
 
 

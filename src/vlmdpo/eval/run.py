@@ -161,7 +161,7 @@ def run_eval(config: Any = None, *, overrides: Sequence[str] | dict[str, Any] = 
     source = _test_source(cfg, dataset, say)
     out = Path(output).expanduser() if output else model_dir / "eval"
 
-    res = load_preferences(source, format=cfg.format, image_root=cfg.image_root,
+    res = load_preferences(source, format=cfg.format, image_root=cfg.image_root, image_path_map=cfg.image_path_map,
                            allow_remote_images=cfg.allow_remote_images, on_invalid=cfg.on_invalid,
                            check_images=cfg.check_images)
     records = res.records

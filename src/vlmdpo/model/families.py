@@ -52,6 +52,10 @@ class FamilyAdapter:
     video_token: int | None = None
     # tokens besides eos that end an assistant turn: generation stops at those the vocabulary has
     end_of_turn: tuple[str, ...] = ()
+    # strings only this family's chat template writes: data text holding them is already templated.
+    # Empty where a family's checkpoints use different templates (LLaVA-1.5, text-only models): the
+    # known markers found in the model's own template string are then its own.
+    template_markers: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- ids
     def image_token_id(self, config=None) -> int | None:
@@ -162,8 +166,25 @@ def _cat_padded(tensors: list):
     return torch.cat(padded)
 
 
+# Chat-template turn markers (see FamilyAdapter.template_markers). A bare "<|im_start|>" is not one:
+# SmolVLM's template writes it as its BOS.
+_CHATML = ("<|im_start|>user", "<|im_start|>assistant", "<|im_start|>system", "<|im_end|>")
+_SMOLVLM = ("<end_of_utterance>",)
+_GEMMA = ("<start_of_turn>", "<end_of_turn>")
+# templates no adapter owns (LLaVA / text-only checkpoints use them); their markers are recognised too
+OTHER_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "Llama 3": ("<|start_header_id|>", "<|eot_id|>"), "Mistral / LLaVA-NeXT": ("[INST]", "[/INST]"),
+}
+
 _QWEN_VISION: dict[str, Stacking] = {"pixel_values": "cat", "image_grid_thw": "cat", "pixel_values_videos": "cat",
                                      "video_grid_thw": "cat", "second_per_grid_ts": "cat"}
+
+# what Qwen2-VL, Qwen2.5-VL and Qwen3-VL share
+_QWEN: dict[str, Any] = dict(
+    is_vlm=True, vision_keys=_QWEN_VISION, token_type_key="mm_token_type_ids", rope="mrope",
+    vision_tower=("model.visual",), language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
+    template_markers=_CHATML,
+)
 
 ADAPTERS: dict[str, FamilyAdapter] = {
     a.name: a
@@ -173,27 +194,13 @@ ADAPTERS: dict[str, FamilyAdapter] = {
             vision_keys={"pixel_values": "pad1", "pixel_attention_mask": "pad1"}, images_per_sample=True,
             vision_tower=("model.vision_model",), projector=("model.connector",),
             language_model=("model.text_model", "lm_head"), end_of_turn=("<end_of_utterance>", "<|im_end|>"),
+            template_markers=_SMOLVLM,
         ),
-        FamilyAdapter(
-            name="qwen2_vl", model_types=("qwen2_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
-            token_type_key="mm_token_type_ids", rope="mrope",
-            # the patch merger is Qwen's projector; it lives inside the vision module
-            vision_tower=("model.visual",), projector=("model.visual.merger",),
-            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
-        ),
-        FamilyAdapter(
-            name="qwen2_5_vl", model_types=("qwen2_5_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
-            token_type_key="mm_token_type_ids", rope="mrope",
-            vision_tower=("model.visual",), projector=("model.visual.merger",),
-            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
-        ),
-        FamilyAdapter(
-            name="qwen3_vl", model_types=("qwen3_vl", "qwen3_vl_moe"), is_vlm=True, vision_keys=_QWEN_VISION,
-            token_type_key="mm_token_type_ids", rope="mrope",
-            vision_tower=("model.visual",),
-            projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
-            language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
-        ),
+        # the patch merger is Qwen's projector; it lives inside the vision module
+        FamilyAdapter(name="qwen2_vl", model_types=("qwen2_vl",), projector=("model.visual.merger",), **_QWEN),
+        FamilyAdapter(name="qwen2_5_vl", model_types=("qwen2_5_vl",), projector=("model.visual.merger",), **_QWEN),
+        FamilyAdapter(name="qwen3_vl", model_types=("qwen3_vl", "qwen3_vl_moe"),
+                      projector=("model.visual.merger", "model.visual.deepstack_merger_list"), **_QWEN),
         FamilyAdapter(
             name="llava", model_types=("llava",), is_vlm=True, vision_keys={"pixel_values": "cat"},
             vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector",),
@@ -211,6 +218,7 @@ ADAPTERS: dict[str, FamilyAdapter] = {
             token_type_key="token_type_ids", bidirectional_images=True,
             vision_tower=("model.vision_tower",), projector=("model.multi_modal_projector",),
             language_model=("model.language_model", "lm_head"), end_of_turn=("<end_of_turn>",),
+            template_markers=_GEMMA,
         ),
         FamilyAdapter(
             name="causal_lm", model_types=(), is_vlm=False, language_model=("model", "lm_head"),
@@ -249,3 +257,15 @@ def adapter_for(model_or_config) -> FamilyAdapter:
         f"vision-language model type {model_type!r} is not supported yet; supported families: "
         f"{', '.join(FAMILY_NAMES)}. Open an issue with the model name, or train a text-only model."
     )
+
+
+def template_markers() -> dict[str, str]:
+    """Every recognised chat-template marker -> the template it belongs to (for error messages)."""
+    owners: dict[str, str] = {}
+    for adapter in ADAPTERS.values():
+        for marker in adapter.template_markers:
+            owners.setdefault(marker, "ChatML (Qwen)" if marker in _CHATML else adapter.name)
+    for name, markers in OTHER_TEMPLATES.items():
+        for marker in markers:
+            owners.setdefault(marker, name)
+    return owners

@@ -2,8 +2,9 @@
 
 Encoding (chat template, image loading, processor) happens per item, when the DataLoader asks;
 nothing of it is kept in memory. Before training, one pass checks which pairs fit `max_length`
-so the number of steps is known, every process sees the same pairs, and every dropped pair is
-reported (never silently lost).
+so the number of steps is known, every process sees the same pairs, and every pair left out is
+reported (never silently lost): length drops apart from bad data (a damaged image, another
+model's chat template), which on_invalid turns into an error or a skip.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from vlmdpo.types import Batch, Dropped, EncodedPair, PreferenceRecord
+from vlmdpo.types import Batch, Dropped, EncodedPair, PreferenceRecord, RowError
 
 Encoder = Callable[[PreferenceRecord], EncodedPair]
 
@@ -49,20 +50,24 @@ def split_validation(records: list[PreferenceRecord], val_size: float, seed: int
 
 
 def fit_check(records: Sequence[PreferenceRecord], encode: Encoder, indices: Sequence[int]
-              ) -> tuple[list[int], list[Dropped]]:
-    """Encode each record at `indices`; those that raise EncodeError are dropped with the reason."""
-    from vlmdpo.encode import EncodeError, dropped_pair
+              ) -> tuple[list[int], list[Dropped], list[RowError]]:
+    """Encode each record at `indices`: (kept positions, pairs that do not fit max_length, pairs
+    with bad data). Which is which is a property of the EncodeError's kind (`encode.LENGTH_KINDS`)."""
+    from vlmdpo.encode import EncodeError, bad_row, dropped_pair, is_length_problem
 
-    kept, dropped = [], []
+    kept, dropped, bad = [], [], []
     for i in indices:
         rec = records[i]
         try:
             encode(rec)
         except EncodeError as e:
-            dropped.append(dropped_pair(rec, e))
+            if is_length_problem(e.kind):
+                dropped.append(dropped_pair(rec, e))
+            else:
+                bad.append(bad_row(rec, e))
         else:
             kept.append(i)
-    return kept, dropped
+    return kept, dropped, bad
 
 
 def write_dropped(path: Path, dropped: Sequence[Dropped], split: str) -> None:
@@ -75,12 +80,32 @@ def write_dropped(path: Path, dropped: Sequence[Dropped], split: str) -> None:
                                 "message": d.message}) + "\n")
 
 
+def write_rejected(path: Path, bad: Sequence[RowError]) -> None:
+    """Append bad pairs to the rejected_rows file data loading started (same fields per line)."""
+    if not bad:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for e in bad:
+            f.write(json.dumps({"file": e.file, "row": e.row, "kind": e.kind, "field": e.field,
+                                "message": e.message, "fix": e.fix, "stage": "encoding"}) + "\n")
+
+
 def summarize_dropped(dropped: Sequence[Dropped], total: int, split: str, limit: int = 5) -> str:
     lines = [f"{split}: dropped {len(dropped)} of {total} pairs that do not fit (max_length / truncation):"]
-    lines += [f"  {d}" for d in dropped[:limit]]
-    if len(dropped) > limit:
-        lines.append(f"  ... and {len(dropped) - limit} more")
-    return "\n".join(lines)
+    return "\n".join(lines + _first(dropped, limit))
+
+
+def summarize_bad(bad: Sequence[RowError], total: int, split: str, limit: int = 5) -> str:
+    lines = [f"{split}: skipped {len(bad)} of {total} pairs with bad data (on_invalid: skip):"]
+    return "\n".join(lines + _first(bad, limit))
+
+
+def _first(items: Sequence, limit: int) -> list[str]:
+    lines = [f"  {d}" for d in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"  ... and {len(items) - limit} more")
+    return lines
 
 
 class EncodedPairs(torch.utils.data.Dataset):

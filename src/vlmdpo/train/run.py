@@ -129,7 +129,8 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
 
     train_recs, eval_recs = stages.load_records(
         cfg.dataset, cfg.eval_dataset, val_size=cfg.val_size, seed=cfg.seed, out=out, say=say, is_main=main,
-        read=dict(format=cfg.format, image_root=cfg.image_root, allow_remote_images=cfg.allow_remote_images,
+        read=dict(format=cfg.format, image_root=cfg.image_root, image_path_map=cfg.image_path_map,
+                  allow_remote_images=cfg.allow_remote_images,
                   on_invalid=cfg.on_invalid, check_images=cfg.check_images))
     from vlmdpo import inference
     from vlmdpo.encode import encode_pair
@@ -151,7 +152,8 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
                      truncation=cfg.truncation, image_max_pixels=cfg.image_max_pixels,
                      image_min_pixels=cfg.image_min_pixels)
     run_print = fingerprint(cfg, data_identity(train_recs, eval_recs))
-    train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say)
+    train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say,
+                                                      cfg.on_invalid)
     train_ds, eval_ds = EncodedPairs(train_recs, train_keep, encode), EncodedPairs(eval_recs, eval_keep, encode)
 
     layout = stages.choose_layout(cfg.fast_options(), bundle, acc, say)

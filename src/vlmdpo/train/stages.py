@@ -8,7 +8,9 @@ from typing import Any, Callable
 
 import torch
 
-from vlmdpo.train.data import EncodedPairs, fit_check, split_validation, summarize_dropped, write_dropped
+from vlmdpo.train.data import (
+    EncodedPairs, fit_check, split_validation, summarize_bad, summarize_dropped, write_dropped, write_rejected,
+)
 from vlmdpo.train.refcache import RefCache, compute_ref_cache
 from vlmdpo.train.schedule import shard
 from vlmdpo.train.step import RefSource, TrainingError
@@ -53,41 +55,58 @@ def load_records(dataset: str | list[str], eval_dataset: str | list[str] | None,
     return train, evals
 
 
-def _fit_one(recs: list, encode, acc, split: str) -> tuple[list[int], list]:
+def _fit_one(recs: list, encode, acc) -> tuple[list[int], list, list]:
     mine = shard(list(range(len(recs))), world_size=acc.num_processes, rank=acc.process_index)
-    kept, dropped = fit_check(recs, encode, mine)
+    kept, dropped, bad = fit_check(recs, encode, mine)
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
 
-        parts = gather_object([(kept, dropped)])
-        kept = sorted(i for k, _ in parts for i in k)
-        dropped = [d for _, ds in parts for d in ds]
-    return kept, dropped
+        parts = gather_object([(kept, dropped, bad)])
+        kept = sorted(i for k, _, _ in parts for i in k)
+        dropped = [d for _, ds, _ in parts for d in ds]
+        bad = [b for _, _, bs in parts for b in bs]
+    return kept, dropped, bad
 
 
-def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Say
+def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Say, on_invalid: str = "error"
               ) -> tuple[list[int], list[int], list]:
-    """Which pairs fit max_length: every dropped pair is printed (first few) and written to
-    output_dir/dropped_pairs.jsonl; a run with nothing left stops here."""
+    """Which pairs can be trained on. Pairs that do not fit max_length are dropped: printed (first
+    few) and written to output_dir/dropped_pairs.jsonl. Pairs with bad data found while encoding
+    (a truncated image, another model's chat template, ...) follow on_invalid: "error" stops with
+    every one listed (file:row, field, fix); "skip" leaves them out, reported under their own heading
+    and appended to rejected_rows[_eval].jsonl. A run with nothing left stops here."""
+    from vlmdpo.data.validate import DataError
+
     path = out / "dropped_pairs.jsonl"
     if acc.is_main_process and path.exists():
         path.unlink()  # this run's list only
     say(f"encoding check: {len(train_recs) + len(eval_recs)} pairs")
-    all_dropped = []
-    keeps = []
-    for recs, split in ((train_recs, "train"), (eval_recs, "eval")):
-        kept, dropped = _fit_one(recs, encode, acc, split)
+    all_dropped, all_bad, keeps = [], [], []
+    for recs, split, rejected in ((train_recs, "train", "rejected_rows.jsonl"),
+                                  (eval_recs, "eval", "rejected_rows_eval.jsonl")):
+        kept, dropped, bad = _fit_one(recs, encode, acc)
         keeps.append(kept)
         all_dropped += dropped
+        all_bad += bad
         if dropped:
             say(summarize_dropped(dropped, len(recs), split))
             if acc.is_main_process:
                 write_dropped(path, dropped, split)
+        if bad and on_invalid == "skip":
+            say(summarize_bad(bad, len(recs), split))
+            say(f"  listed with their reasons in {out / rejected}")
+            if acc.is_main_process:
+                write_rejected(out / rejected, bad)
+    if all_bad and on_invalid != "skip":
+        raise DataError(all_bad, max_listed=10, header=(
+            f"{len(all_bad)} pair(s) cannot be trained on (found while encoding them). "
+            "Fix them, or set on_invalid: skip to train on the rest:"))
     if all_dropped:
         say(f"  all dropped pairs with reasons: {path}")
     if not keeps[0]:
-        raise TrainingError(f"all {len(train_recs)} training pairs were dropped by the encoding check; "
-                            "raise max_length, use truncation: completions, or lower image_max_pixels")
+        raise TrainingError(f"all {len(train_recs)} training pairs were left out by the encoding check; "
+                            "raise max_length, use truncation: completions, or lower image_max_pixels, "
+                            "and fix the pairs listed above")
     return keeps[0], keeps[1], all_dropped
 
 
