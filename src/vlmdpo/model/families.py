@@ -47,6 +47,8 @@ class FamilyAdapter:
     # into one sample, zero-padded to the largest H and W (the model skips all-zero padding images)
     images_per_sample: bool = False
     supports_multi_image: bool = True
+    # the processor takes `videos` (frames) and the model has a video path (pixel_values_videos)
+    takes_video: bool = False
     # filled in by `adapter_for(model or config)`; an adapter looked up by name has none
     image_token: int | None = None
     video_token: int | None = None
@@ -176,20 +178,20 @@ ADAPTERS: dict[str, FamilyAdapter] = {
         ),
         FamilyAdapter(
             name="qwen2_vl", model_types=("qwen2_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
-            token_type_key="mm_token_type_ids", rope="mrope",
+            token_type_key="mm_token_type_ids", rope="mrope", takes_video=True,
             # the patch merger is Qwen's projector; it lives inside the vision module
             vision_tower=("model.visual",), projector=("model.visual.merger",),
             language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
         ),
         FamilyAdapter(
             name="qwen2_5_vl", model_types=("qwen2_5_vl",), is_vlm=True, vision_keys=_QWEN_VISION,
-            token_type_key="mm_token_type_ids", rope="mrope",
+            token_type_key="mm_token_type_ids", rope="mrope", takes_video=True,
             vision_tower=("model.visual",), projector=("model.visual.merger",),
             language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
         ),
         FamilyAdapter(
             name="qwen3_vl", model_types=("qwen3_vl", "qwen3_vl_moe"), is_vlm=True, vision_keys=_QWEN_VISION,
-            token_type_key="mm_token_type_ids", rope="mrope",
+            token_type_key="mm_token_type_ids", rope="mrope", takes_video=True,
             vision_tower=("model.visual",),
             projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
             language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
