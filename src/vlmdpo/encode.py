@@ -265,7 +265,8 @@ def _encode_prompt(processor, tokenizer, adapter, prompt_text, images, record, l
         raise EncodeError("image", str(e), f"fix or remove the image in field '{field}'", record=record) from None
     media: dict[str, Any] = {"images": [pil]} if pil else {}
     if videos:
-        media.update(videos=[v.frames for v in videos], video_metadata=[v.metadata() for v in videos])
+        media.update(videos=[v.frames for v in videos], video_metadata=[v.metadata() for v in videos],
+                     do_sample_frames=False)  # frames are already sampled (data/videos.py)
     try:
         out = processor(text=[prompt_text], **media, return_tensors="pt", add_special_tokens=False)
     except Exception as e:

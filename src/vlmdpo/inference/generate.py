@@ -79,7 +79,8 @@ def prepare_inputs(im: InferenceModel, messages: list[dict], images: list[Any], 
         if images:
             kwargs["images"] = [list(images)]
         if videos:
-            kwargs.update(videos=[v.frames for v in videos], video_metadata=[v.metadata() for v in videos])
+            kwargs.update(videos=[v.frames for v in videos], video_metadata=[v.metadata() for v in videos],
+                          do_sample_frames=False)  # sampled already, under the run's video limits
         enc = im.processor(**kwargs)
     return {k: (v.to(im.device) if isinstance(v, torch.Tensor) else v) for k, v in dict(enc).items()}
 
