@@ -1,8 +1,8 @@
 """`vlmdpo chat`: talk to a model (base, LoRA adapter or merged), streaming tokens as they come.
 
 One-shot with --prompt (or a prompt piped on stdin); otherwise an interactive session that keeps
-the conversation, with `/image PATH` / `/video PATH` to attach an image or a video to the next message,
-`/reset` and `/quit`.
+the conversation, with `/image PATH` / `/video PATH` to attach an image or a video to the next
+message, `/reset` and `/quit`.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def load_user_video(value: str, *, train_config: dict | None = None, base_dir: P
     try:
         return load_video(ref, limits)
     except VideoLoadError as exc:
-        raise ChatError(f"--video {value!r}: {exc}", "give an mp4 / webm / mkv video file") from None
+        raise ChatError(str(exc), "give an mp4 / webm / mkv video file") from None
 
 
 def load_user_image(value: str, *, allow_remote: bool = False, max_pixels: int | None = None,

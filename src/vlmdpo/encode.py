@@ -3,7 +3,7 @@
 The prompt is rendered with the generation prompt; prompt+chosen and prompt+rejected are
 rendered as finished conversations, and the completion is what follows the prompt. Images and
 videos go through the processor once per pair, with the prompt text only (completions never hold
-them), so the image / video tokens are expanded exactly as the model expects. Truncation only ever shortens
+them), so their tokens are expanded exactly as the model expects. Truncation only ever shortens
 completions: a prompt (and so an image's tokens) is never cut.
 """
 from __future__ import annotations
