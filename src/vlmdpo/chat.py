@@ -1,7 +1,8 @@
 """`vlmdpo chat`: talk to a model (base, LoRA adapter or merged), streaming tokens as they come.
 
 One-shot with --prompt (or a prompt piped on stdin); otherwise an interactive session that keeps
-the conversation, with `/image PATH` to attach an image to the next message, `/reset` and `/quit`.
+the conversation, with `/image PATH` / `/video PATH` to attach an image or a video to the next
+message, `/reset` and `/quit`.
 """
 from __future__ import annotations
 
@@ -13,12 +14,29 @@ from typing import Any, Callable, TextIO
 from vlmdpo.errors import FixableError
 from vlmdpo.inference import (GenerationSettings, InferenceModel, generate, load_for_inference, read_train_config,
                               user_message)
+from vlmdpo.inference.generate import takes_video
 
-HELP = "commands: /image PATH (attach to your next message), /reset (forget the conversation), /quit"
+HELP = ("commands: /image PATH, /video PATH (attach to your next message), /reset (forget the conversation), "
+        "/quit")
 
 
 class ChatError(FixableError):
     """Bad chat input (an image that cannot be used, a prompt missing); the message says how to fix it."""
+
+
+def load_user_video(value: str, *, train_config: dict | None = None, base_dir: Path | None = None):
+    """Check and decode one --video / `/video` path with the run's video limits, raising ChatError."""
+    from vlmdpo.data.videos import VideoLimits, VideoLoadError, load_video
+    from vlmdpo.types import ImageRef
+
+    cfg = train_config or {}
+    limits = VideoLimits(**{k: cfg[f"video_{k}"] for k in ("fps", "max_frames", "max_pixels") if f"video_{k}" in cfg})
+    path = Path(value).expanduser()
+    ref = ImageRef(path=str(path if path.is_absolute() else (base_dir or Path.cwd()) / path), origin=value)
+    try:
+        return load_video(ref, limits)
+    except VideoLoadError as exc:
+        raise ChatError(str(exc), "give an mp4 / webm / mkv video file") from None
 
 
 def load_user_image(value: str, *, allow_remote: bool = False, max_pixels: int | None = None,
@@ -49,26 +67,33 @@ class ChatSession:
     messages: list[dict] = field(default_factory=list)
     images: list[Any] = field(default_factory=list)
     pending: list[Any] = field(default_factory=list)  # attached, not yet sent
+    videos: list[Any] = field(default_factory=list)
+    pending_videos: list[Any] = field(default_factory=list)
 
     def attach(self, image: Any) -> None:
         if not self.model.is_vlm:
             raise ChatError(f"{self.model.name} is a text-only model; it cannot take images")
         self.pending.append(image)
 
+    def attach_video(self, video: Any) -> None:
+        if not takes_video(self.model.model):
+            raise ChatError(f"{self.model.name} cannot take video",
+                            "use a Qwen2-VL/2.5-VL/3-VL model or drop the video")
+        self.pending_videos.append(video)
+
     def reset(self) -> None:
-        self.messages.clear()
-        self.images.clear()
-        self.pending.clear()
+        for kept in (self.messages, self.images, self.pending, self.videos, self.pending_videos):
+            kept.clear()
 
     def ask(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
-        turn = user_message(text, len(self.pending))
+        turn = user_message(text, len(self.pending), len(self.pending_videos))
         head = [{"role": "system", "content": [{"type": "text", "text": self.system}]}] if self.system else []
         conversation = head + self.messages + [turn]
-        images = self.images + self.pending
-        reply = generate(self.model, conversation, images, self.settings, on_text)
+        images, videos = self.images + self.pending, self.videos + self.pending_videos
+        reply = generate(self.model, conversation, images, self.settings, on_text, videos=videos)
         # only a completed turn enters the history, so a failed generation can be retried
         self.messages += [turn, {"role": "assistant", "content": [{"type": "text", "text": reply}]}]
-        self.images, self.pending = images, []
+        self.images, self.pending, self.videos, self.pending_videos = images, [], videos, []
         return reply
 
 
@@ -86,7 +111,8 @@ def describe(im: InferenceModel) -> str:
     return im.name
 
 
-def interactive(session: ChatSession, *, stdin: TextIO, stdout: TextIO, load_image: Callable[[str], Any]) -> None:
+def interactive(session: ChatSession, *, stdin: TextIO, stdout: TextIO, load_image: Callable[[str], Any],
+                load_video: Callable[[str], Any] = load_user_video) -> None:
     stdout.write(f"vlmdpo chat with {describe(session.model)}\n{HELP}\n")
     while True:
         stdout.write("\nyou> ")
@@ -107,17 +133,21 @@ def interactive(session: ChatSession, *, stdin: TextIO, stdout: TextIO, load_ima
         if line == "/help":
             stdout.write(HELP + "\n")
             continue
-        if line.startswith("/image"):
-            value = line[len("/image"):].strip()
-            if not value:
-                stdout.write("usage: /image PATH\n")
+        if line.startswith(("/image", "/video")):
+            kind, _, value = line[1:].partition(" ")
+            value = value.strip()
+            if not value or kind not in ("image", "video"):
+                stdout.write(f"usage: /{kind} PATH\n")
                 continue
             try:
-                session.attach(load_image(value))
+                if kind == "image":
+                    session.attach(load_image(value))
+                else:
+                    session.attach_video(load_video(value))
             except ChatError as exc:
                 stdout.write(f"error: {exc}\n")
                 continue
-            stdout.write(f"(image attached to your next message: {value})\n")
+            stdout.write(f"({kind} attached to your next message: {value})\n")
             continue
         if line.startswith("/"):
             stdout.write(f"unknown command {line.split()[0]}; {HELP}\n")
@@ -131,6 +161,7 @@ def run_chat(
     model: str,
     *,
     images: list[str] | tuple[str, ...] = (),
+    videos: list[str] | tuple[str, ...] = (),
     prompt: str | None = None,
     base: str | None = None,
     system: str | None = None,
@@ -152,11 +183,17 @@ def run_chat(
     def load(value: str):
         return load_user_image(value, allow_remote=allow_remote_images, **pixels)
 
+    def load_video(value: str):
+        return load_user_video(value, train_config=train_config)
+
     first_images = [load(value) for value in images]
+    first_videos = [load_video(value) for value in videos]
     im = model_loader(model, base=base, dtype=dtype, device=device)
     session = ChatSession(im, settings or GenerationSettings(), system)
     for image in first_images:
         session.attach(image)
+    for video in first_videos:
+        session.attach_video(video)
     if prompt is None and not stdin.isatty():
         prompt = stdin.read().strip()
         if not prompt:
@@ -165,5 +202,5 @@ def run_chat(
         reply = session.ask(prompt, _stream_to(stdout))
         stdout.write("\n")
         return reply
-    interactive(session, stdin=stdin, stdout=stdout, load_image=load)
+    interactive(session, stdin=stdin, stdout=stdout, load_image=load, load_video=load_video)
     return None

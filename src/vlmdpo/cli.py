@@ -115,6 +115,9 @@ def _add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 25
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold when sampling (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--image", action="append", default=[], metavar="PATH", help="image for the prompt (repeatable)")
+    p.add_argument("--video", action="append", default=[], metavar="PATH",
+                   help="video for the prompt (repeatable; Qwen2-VL / 2.5-VL / 3-VL)")
     p.add_argument("--allow-remote-images", action="store_true", help="let --image be an http(s) URL")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights dtype (auto: as saved on GPU, float32 on CPU)")
@@ -139,7 +142,6 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="DIR_OR_NAME",
                    help="training output_dir, adapter or model folder, tiny:<family>, builtin:nano-smolvlm")
     p.add_argument("--base", metavar="DIR_OR_NAME", help="base model of an adapter that does not record it")
-    p.add_argument("--image", action="append", default=[], metavar="PATH", help="image for the first message (repeatable)")
     p.add_argument("--prompt", metavar="TEXT", help="ask once and exit")
     p.add_argument("--system", metavar="TEXT", help="system message")
     _add_generation_options(p)
@@ -149,7 +151,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
 def _run_chat(args: argparse.Namespace) -> int:
     from vlmdpo.chat import run_chat
 
-    run_chat(args.model, images=args.image, prompt=args.prompt, base=args.base, system=args.system,
+    run_chat(args.model, images=args.image, videos=args.video, prompt=args.prompt, base=args.base, system=args.system,
              settings=_generation_settings(args), allow_remote_images=args.allow_remote_images, dtype=args.dtype,
              device=args.device)
     return EXIT_OK
@@ -160,7 +162,6 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", required=True, metavar="M1", help="the reference model (usually the base)")
     p.add_argument("--tuned", required=True, metavar="M2", help="the tuned model (adapter folder, export ...)")
     p.add_argument("--data", metavar="FILE", help="preference data: prompts, images, chosen/rejected")
-    p.add_argument("--image", action="append", default=[], metavar="PATH", help="image for --prompt (repeatable)")
     p.add_argument("--prompt", metavar="TEXT", help="one prompt instead of --data")
     p.add_argument("-o", "--output", default="compare.html", metavar="OUT.html", help="HTML page (default compare.html)")
     p.add_argument("--limit", type=int, default=8, metavar="N", help="rows of --data to compare (default 8)")
@@ -176,10 +177,10 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     if (args.data is None) == (args.prompt is None):
         raise UsageError("pass either --data FILE or --prompt TEXT (with --image PATH)")
-    if args.data is not None and args.image:
-        raise UsageError("--image goes with --prompt; --data rows bring their own images")
-    run_compare(args.base, args.tuned, data=args.data, image=args.image, prompt=args.prompt, out=args.output,
-                limit=args.limit, settings=_generation_settings(args), beta=args.beta,
+    if args.data is not None and (args.image or args.video):
+        raise UsageError("--image / --video go with --prompt; --data rows bring their own images and videos")
+    run_compare(args.base, args.tuned, data=args.data, image=args.image, video=args.video, prompt=args.prompt,
+                out=args.output, limit=args.limit, settings=_generation_settings(args), beta=args.beta,
                 allow_remote_images=args.allow_remote_images, format=args.format, image_root=args.image_root,
                 dtype=args.dtype, device=args.device)
     return EXIT_OK

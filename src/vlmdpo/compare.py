@@ -115,9 +115,10 @@ def completion_logps(tuned: InferenceModel, base: InferenceModel, record: Prefer
     encoded, texts, notes = [], [], []
     for text_a, text_b in _pairs_of_distinct(list(candidates.values())):
         rec = PreferenceRecord(id=record.id, prompt=record.prompt, chosen=_assistant(text_a),
-                               rejected=_assistant(text_b), images=record.images)
+                               rejected=_assistant(text_b), images=record.images, videos=record.videos)
         try:
-            encoded.append(encode_pair(rec, tuned.processor, family, max_length=max_length, truncation="drop"))
+            encoded.append(encode_pair(rec, tuned.processor, family, max_length=max_length, truncation="drop",
+                                       **_video_settings(tuned)))
         except EncodeError as exc:
             notes.append(f"not scored: {exc}")
             continue
@@ -142,11 +143,32 @@ def _load_image_for(ref, im: InferenceModel):
                       min_pixels=im.train_config.get("image_min_pixels"))
 
 
+def _video_settings(im: InferenceModel) -> dict[str, Any]:
+    """The tuned run's video_* keys, as encode_pair takes them (absent keys keep its defaults)."""
+    keys = ("video_fps", "video_max_frames", "video_max_pixels")
+    return {k: im.train_config[k] for k in keys if k in im.train_config}
+
+
+def _load_videos_for(record: PreferenceRecord, im: InferenceModel) -> list[Any]:
+    if not record.videos:
+        return []
+    from vlmdpo.data.videos import VideoLimits, load_video
+    from vlmdpo.inference.generate import takes_video
+
+    where = f"{record.source}: " if record.source is not None else ""
+    if not takes_video(im.model):
+        raise ValueError(f"{where}field 'videos': {im.name} cannot take video; use a Qwen2-VL/2.5-VL/3-VL model "
+                         "or drop the videos")
+    limits = VideoLimits(**{k[len("video_"):]: v for k, v in _video_settings(im).items()})
+    return [load_video(ref, limits) for ref in record.videos]
+
+
 def compare_record(base: InferenceModel, tuned: InferenceModel, record: PreferenceRecord, settings: GenerationSettings,
                    *, max_length: int) -> CompareRow:
     images = [_load_image_for(ref, tuned) for ref in record.images]
-    base_answer = generate(base, record.prompt, images, settings)
-    tuned_answer = generate(tuned, record.prompt, images, settings)
+    videos = _load_videos_for(record, tuned)
+    base_answer = generate(base, record.prompt, images, settings, videos=videos)
+    tuned_answer = generate(tuned, record.prompt, images, settings, videos=videos)
     chosen = message_text(record.chosen) if record.chosen else None
     rejected = message_text(record.rejected) if record.rejected else None
     row = CompareRow(record.id, record.prompt, images, base_answer, tuned_answer, chosen, rejected)
@@ -154,7 +176,8 @@ def compare_record(base: InferenceModel, tuned: InferenceModel, record: Preferen
     from vlmdpo.types import ImageRef
 
     scored = PreferenceRecord(id=record.id, prompt=record.prompt, chosen=record.chosen, rejected=record.rejected,
-                              images=[ImageRef(pil=img, origin=ref.describe()) for img, ref in zip(images, record.images)])
+                              images=[ImageRef(pil=img, origin=ref.describe()) for img, ref in zip(images, record.images)],
+                              videos=record.videos)
     candidates = {"base_answer": base_answer, "tuned_answer": tuned_answer}
     if chosen is not None and rejected is not None and record.rejected_images is None:
         candidates.update(chosen=chosen, rejected=rejected)
@@ -165,7 +188,7 @@ def compare_record(base: InferenceModel, tuned: InferenceModel, record: Preferen
 
 
 def _records_from_inputs(data: str | None, image: list[str], prompt: str | None, *, limit: int, allow_remote: bool,
-                         fmt: str, image_root: str | None) -> tuple[list[PreferenceRecord], str]:
+                         fmt: str, image_root: str | None, video: list[str] = ()) -> tuple[list[PreferenceRecord], str]:
     if data is not None:
         from vlmdpo.data.load import iter_preferences
         from vlmdpo.types import RowError
@@ -190,8 +213,22 @@ def _records_from_inputs(data: str | None, image: list[str], prompt: str | None,
     from vlmdpo.types import ImageRef
 
     refs = [ImageRef(pil=load_user_image(v, allow_remote=allow_remote), origin=v) for v in image]
-    rec = PreferenceRecord(id="prompt", prompt=[user_message(prompt, len(refs))], chosen=[], rejected=[], images=refs)
+    videos = [_video_ref(v) for v in video]
+    rec = PreferenceRecord(id="prompt", prompt=[user_message(prompt, len(refs), len(videos))], chosen=[], rejected=[],
+                           images=refs, videos=videos)
     return [rec], ""
+
+
+def _video_ref(value: str):
+    """A --video path, checked before the models load (a fake or missing file fails here)."""
+    from vlmdpo.data.videos import check_video
+    from vlmdpo.types import ImageRef
+
+    ref = ImageRef(path=str(Path(value).expanduser().resolve()), origin=value)
+    problem = check_video(ref)
+    if problem:
+        raise ValueError(f"--video {value!r}: {problem}")
+    return ref
 
 
 # ----------------------------------------------------------------------------- report
@@ -308,6 +345,7 @@ def run_compare(
     *,
     data: str | None = None,
     image: list[str] | tuple[str, ...] = (),
+    video: list[str] | tuple[str, ...] = (),
     prompt: str | None = None,
     out: str | Path = "compare.html",
     limit: int = 8,
@@ -327,7 +365,7 @@ def run_compare(
     stdout = stdout if stdout is not None else sys.stdout
     settings = settings or GenerationSettings()
     records, summary = _records_from_inputs(data, list(image), prompt, limit=limit, allow_remote=allow_remote_images,
-                                            fmt=format, image_root=image_root)
+                                            fmt=format, image_root=image_root, video=list(video))
     if not records:
         raise ValueError(f"{data}: no usable rows to compare ({summary})")
     base_im = model_loader(base, dtype=dtype, device=device)

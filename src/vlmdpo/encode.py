@@ -1,9 +1,9 @@
 """PreferenceRecord -> EncodedPair: the model's own chat template, its processor, truncation.
 
 The prompt is rendered with the generation prompt; prompt+chosen and prompt+rejected are
-rendered as finished conversations, and the completion is what follows the prompt. Images go
-through the processor once per pair, with the prompt text only (completions never hold images),
-so the image tokens are expanded exactly as the model expects. Truncation only ever shortens
+rendered as finished conversations, and the completion is what follows the prompt. Images and
+videos go through the processor once per pair, with the prompt text only (completions never hold
+them), so their tokens are expanded exactly as the model expects. Truncation only ever shortens
 completions: a prompt (and so an image's tokens) is never cut.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+from vlmdpo.config.encoding import VIDEO_FPS, VIDEO_MAX_FRAMES, VIDEO_MAX_PIXELS
 from vlmdpo.model.families import FamilyAdapter, adapter_for
 from vlmdpo.types import Dropped, EncodedPair, ImageRef, Message, PreferenceRecord, RowError
 
@@ -77,6 +78,9 @@ def encode_pair(
     image_max_pixels: int | None = None,
     image_min_pixels: int | None = None,
     allow_remote_images: bool = False,
+    video_fps: float = VIDEO_FPS,
+    video_max_frames: int = VIDEO_MAX_FRAMES,
+    video_max_pixels: int | None = VIDEO_MAX_PIXELS,
 ) -> EncodedPair:
     adapter = adapter_for(family)
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -95,12 +99,14 @@ def encode_pair(
     rejected_ids = _with_end_of_turn(rejected_ids, tokenizer)
 
     load = dict(max_pixels=image_max_pixels, min_pixels=image_min_pixels, allow_remote=allow_remote_images)
-    prompt_ids, vision = _encode_prompt(processor, tokenizer, adapter, prompt_text, record.images, record, load)
+    videos = _load_videos(record, (video_fps, video_max_frames, video_max_pixels))
+    prompt_ids, vision = _encode_prompt(processor, tokenizer, adapter, prompt_text, record.images, record, load,
+                                        videos=videos)
     rejected_prompt_ids = rejected_vision = None
     if record.rejected_images:  # image-contrast pair: the rejected row sees other images
         rejected_prompt_ids, rejected_vision = _encode_prompt(
-            processor, tokenizer, adapter, prompt_text, record.rejected_images, record, load, field="rejected_images"
-        )
+            processor, tokenizer, adapter, prompt_text, record.rejected_images, record, load, field="rejected_images",
+            videos=videos)
     pair = EncodedPair(id=record.id, prompt_ids=prompt_ids, chosen_ids=chosen_ids, rejected_ids=rejected_ids,
                        vision=vision, rejected_prompt_ids=rejected_prompt_ids, rejected_vision=rejected_vision)
     return _truncate(pair, max_length, truncation, record)
@@ -120,9 +126,7 @@ def _parts(message: Message) -> list[dict]:
 
 def _check_record(record: PreferenceRecord, adapter: FamilyAdapter) -> None:
     n_parts = _image_parts(record.prompt)
-    if record.videos or _image_parts(record.prompt, "video"):
-        raise EncodeError("video", "video inputs are not supported for training yet",
-                          "remove the video from this pair or skip it (on_invalid: skip)", record=record)
+    _check_videos(record, adapter)
     if n_parts != len(record.images):
         raise EncodeError("image_count", f"the prompt has {n_parts} image placeholder(s) but {len(record.images)} "
                           "image(s) are given", "make the number of <image> placeholders match the images list",
@@ -142,6 +146,25 @@ def _check_record(record: PreferenceRecord, adapter: FamilyAdapter) -> None:
     if not record.chosen or not record.rejected:
         raise EncodeError("empty_completion", "chosen or rejected has no assistant message",
                           "give both a chosen and a rejected answer", record=record)
+
+
+def _check_videos(record: PreferenceRecord, adapter: FamilyAdapter) -> None:
+    n_videos = _image_parts(record.prompt, "video")
+    if not record.videos and not n_videos:
+        return
+    if not adapter.takes_video:
+        raise EncodeError("video", f"field 'videos': this pair has {max(n_videos, len(record.videos))} "
+                          f"video(s) but {adapter.name} models do not take video",
+                          "use a Qwen2-VL/2.5-VL/3-VL model or drop the videos (on_invalid: skip skips such rows)",
+                          record=record, field="videos")
+    if n_videos != len(record.videos):
+        raise EncodeError("video_count", f"field 'videos': the prompt has {n_videos} video placeholder(s) but "
+                          f"{len(record.videos)} video(s) are given",
+                          "put exactly one <video> placeholder per video, in order", record=record,
+                          field="videos")
+    if _image_parts(record.chosen, "video") or _image_parts(record.rejected, "video"):
+        raise EncodeError("image_in_answer", "a video placeholder appears in chosen/rejected",
+                          "videos belong in the prompt (user turns) only", record=record)
 
 
 def _for_template(messages: list[Message], adapter: FamilyAdapter) -> list[Message]:
@@ -277,15 +300,33 @@ def _load(ref: ImageRef, load: dict, record, field: str):
                           field=field) from None
 
 
-def _encode_prompt(processor, tokenizer, adapter, prompt_text, images, record, load, field="images"):
-    if not images:
+def _load_videos(record: PreferenceRecord, limits: tuple) -> list:
+    if not record.videos:
+        return []
+    from vlmdpo.data.videos import VideoLimits, load_video
+
+    try:
+        return [load_video(ref, VideoLimits(*limits)) for ref in record.videos]
+    except ValueError as e:  # VideoLoadError
+        raise EncodeError("video_file", f"field 'videos': {e}", "fix or replace the video file, or drop it from the row",
+                          record=record, field="videos") from None
+
+
+def _encode_prompt(processor, tokenizer, adapter, prompt_text, images, record, load, field="images", videos=()):
+    if not images and not videos:
         return _tok(tokenizer, prompt_text), {}
     pil = [_load(ref, load, record, field) for ref in images]
+    media: dict[str, Any] = {"images": [pil]} if pil else {}
+    if videos:
+        media.update(videos=[v.frames for v in videos], video_metadata=[v.metadata() for v in videos],
+                     do_sample_frames=False)  # frames are already sampled (data/videos.py)
     try:
-        out = processor(text=[prompt_text], images=[pil], return_tensors="pt", add_special_tokens=False)
+        out = processor(text=[prompt_text], **media, return_tensors="pt", add_special_tokens=False)
     except Exception as e:
-        raise EncodeError("processor", f"the {adapter.name} processor failed on this pair's images: {e}",
-                          f"check the images in field '{field}' (size, count)", record=record, field=field) from None
+        what = "images and videos" if pil and videos else ("videos" if videos else "images")
+        where = field if pil else "videos"
+        raise EncodeError("processor", f"the {adapter.name} processor failed on this pair's {what}: {e}",
+                          f"check the {what} in field '{where}' (size, count)", record=record, field=where) from None
     return out["input_ids"][0].tolist(), adapter.select_vision(out)
 
 

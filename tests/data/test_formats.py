@@ -7,6 +7,7 @@ import pytest
 
 from data_helpers import IMG, VID, assistant, make_image, png_bytes, system, text, user, write_json, write_jsonl
 from vlmdpo.data.load import DataError, load_preferences
+from vlmdpo.model.tiny import tiny_video
 
 
 def load_one(path, **kw):
@@ -194,7 +195,7 @@ def test_swift_formats_md_row(tmp_path):
 
 
 def test_swift_placeholders_anywhere_across_turns_videos_and_list_rejected(img_dir):
-    (img_dir / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    tiny_video(img_dir / "clip.mp4")
     row = {"messages": [{"role": "user", "content": "A <image> and B <image><image> here"},
                         {"role": "assistant", "content": "Noted."},
                         {"role": "user", "content": "Now the clip <video> and <image>?"},

@@ -5,6 +5,7 @@ import pytest
 
 from data_helpers import make_image, trl_row, write_jsonl
 from vlmdpo.data.load import DataError, load_preferences
+from vlmdpo.model.tiny import tiny_video
 from vlmdpo.data.validate import ImageChecker, format_errors, validate_record
 from vlmdpo.types import ImageRef, PreferenceRecord, RowError, RowSource
 
@@ -110,7 +111,7 @@ def test_swift_placeholder_count(tmp_path, content, images, needle):
 
 
 def test_video_placeholder_count(tmp_path):
-    (tmp_path / "v.mp4").write_bytes(b"video")
+    tiny_video(tmp_path / "v.mp4")
     row = {"messages": [{"role": "user", "content": "Clip?"}, {"role": "assistant", "content": "A"}],
            "videos": ["v.mp4"], "rejected_response": "B"}
     err = only_error(write_jsonl(tmp_path / "p.jsonl", [row]))

@@ -18,7 +18,8 @@ from vlmdpo.errors import FixableError
 TARGETS = ("trl", "swift", "llamafactory")
 PLACEHOLDERS = {"image": "<image>", "video": "<video>"}
 _PIL_EXT = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tiff"}
-LLAMAFACTORY_COLUMNS = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "images": "images"}
+LLAMAFACTORY_COLUMNS = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "images": "images",
+                        "videos": "videos"}
 LLAMAFACTORY_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human",
                      "assistant_tag": "gpt", "system_tag": "system"}
 _LF_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
@@ -175,7 +176,7 @@ def _trl_row(record: PreferenceRecord, store: _MediaStore) -> dict:
     if record.rejected_images is not None:
         _refuse(record, "TRL", "rejected_images (a different image for the rejected answer)", "convert with --to swift")
     if record.videos:
-        _refuse(record, "TRL", "videos", "convert with --to swift")
+        _refuse(record, "TRL", "videos", "convert with --to swift or --to llamafactory")
     row = {"prompt": [_structured(m) for m in record.prompt], "chosen": [_structured(m) for m in record.chosen],
            "rejected": [_structured(m) for m in record.rejected]}
     return _common(record, store, row)
@@ -199,6 +200,10 @@ def _swift_row(record: PreferenceRecord, store: _MediaStore) -> dict:
     out = _common(record, store, row)
     if record.rejected_images is not None:
         out["rejected_images"] = [store.put(r, record) for r in record.rejected_images]
+    return _with_videos(out, record, store)
+
+
+def _with_videos(out: dict, record: PreferenceRecord, store: _MediaStore) -> dict:
     if record.videos:
         out["videos"] = [store.put(v, record, video=True) for v in record.videos]
     return out
@@ -208,8 +213,6 @@ def _llamafactory_row(record: PreferenceRecord, store: _MediaStore) -> dict:
     to = "LLaMA-Factory"
     if record.rejected_images is not None:
         _refuse(record, to, "rejected_images (a different image for the rejected answer)", "convert with --to swift")
-    if record.videos:
-        _refuse(record, to, "videos", "convert with --to swift")
     for side, messages in (("chosen", record.chosen), ("rejected", record.rejected)):
         if len(messages) != 1:
             _refuse(record, to, f"{len(messages)} {side} messages (it takes exactly one)",
@@ -224,7 +227,7 @@ def _llamafactory_row(record: PreferenceRecord, store: _MediaStore) -> dict:
     row = {"conversations": conversations,
            "chosen": {"from": "gpt", "value": _flatten(record.chosen[0], record, to)},
            "rejected": {"from": "gpt", "value": _flatten(record.rejected[0], record, to)}}
-    return _common(record, store, row)
+    return _with_videos(_common(record, store, row), record, store)
 
 
 def _flatten(message: Message, record: PreferenceRecord, to: str) -> str:

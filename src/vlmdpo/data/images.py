@@ -185,19 +185,6 @@ def image_size(ref: ImageRef, *, allow_remote: bool = False) -> tuple[int, int] 
     return size
 
 
-def check_video(ref: ImageRef) -> str | None:
-    """Videos are not decoded here; only that the file is there and not empty."""
-    if ref.path is None:
-        return None
-    try:
-        st = os.stat(ref.path)
-    except FileNotFoundError:
-        return f"video not found: {ref.path}{_said(ref)}"
-    except OSError as e:
-        return f"video cannot be read: {ref.path} ({e.strerror})"
-    return f"video file is empty: {ref.path}" if st.st_size == 0 else None
-
-
 def _inspect(ref: ImageRef, *, decode: bool, allow_remote: bool) -> tuple[str | None, tuple[int, int] | None]:
     if ref.pil is not None:
         return _check_pixels(ref, ref.pil.width, ref.pil.height), (ref.pil.width, ref.pil.height)

@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from vlmdpo.errors import FixableError
 from vlmdpo.types import ImageRef, Message, PreferenceRecord, RowError
 
 HTML_MAX_SIDE = 768
+VIDEO_EMBED_BYTES = 8 << 20
+_VIDEO_MIME = {".webm": "video/webm", ".mkv": "video/x-matroska", ".mov": "video/quicktime", ".ogv": "video/ogg"}
 
 
 class RowNotFound(FixableError):
@@ -23,6 +26,7 @@ class RowNotFound(FixableError):
 # ------------------------------------------------------------------------------------------- text
 def render_text(record: PreferenceRecord, *, allow_remote: bool = False) -> str:
     from vlmdpo.data.images import image_size
+    from vlmdpo.data.videos import check_video
 
     def label(refs: list[ImageRef], i: int) -> str:
         if i >= len(refs):
@@ -31,7 +35,7 @@ def render_text(record: PreferenceRecord, *, allow_remote: bool = False) -> str:
         return f"<image {i}: {size[0]}x{size[1]}>" if size else f"<image {i}: unreadable>"
 
     def messages(msgs: list[Message], refs: list[ImageRef], start: int = 0) -> tuple[list[str], int]:
-        lines, k = [], start
+        lines, k, v = [], start, 0
         for m in msgs:
             pieces = []
             for p in _parts(m):
@@ -40,6 +44,9 @@ def render_text(record: PreferenceRecord, *, allow_remote: bool = False) -> str:
                     k += 1
                 elif p["type"] == "text":
                     pieces.append(p["text"])
+                elif p["type"] == "video":
+                    pieces.append(f"<video {v}>")
+                    v += 1
                 else:
                     pieces.append(f"<{p['type']}>")
             lines.append(f"[{m.get('role')}] " + "".join(pieces))
@@ -52,7 +59,8 @@ def render_text(record: PreferenceRecord, *, allow_remote: bool = False) -> str:
             size = image_size(ref, allow_remote=allow_remote)
             out.append(f"{name}[{i}]: {ref.describe()} " + (f"{size[0]}x{size[1]}" if size else "(unreadable)"))
     for i, ref in enumerate(record.videos):
-        out.append(f"videos[{i}]: {ref.describe()}")
+        problem = check_video(ref)
+        out.append(f"videos[{i}]: {ref.describe()}" + (f" (unreadable: {problem})" if problem else ""))
     prompt_lines, _ = messages(record.prompt, record.images)
     out += ["--- prompt ---", *prompt_lines, "--- chosen ---", *messages(record.chosen, record.images)[0]]
     out.append("--- rejected ---" + (" (the prompt's images are replaced by rejected_images)"
@@ -83,8 +91,10 @@ figcaption{font-size:.8em;color:#555}.meta{font-size:.8em;color:#555;white-space
 """
 
 
-def render_html(record: PreferenceRecord, *, allow_remote: bool = False, max_side: int = HTML_MAX_SIDE) -> str:
-    """A self-contained page: prompt on top, chosen and rejected side by side, images inline."""
+def render_html(record: PreferenceRecord, *, allow_remote: bool = False, max_side: int = HTML_MAX_SIDE,
+                html_dir: Path | None = None) -> str:
+    """A self-contained page: prompt on top, chosen and rejected side by side, images inline; videos
+    play inline (embedded up to VIDEO_EMBED_BYTES, larger ones linked relative to `html_dir`)."""
     cache: dict[int, str] = {}
 
     def figure(refs: list[ImageRef], i: int, label: str) -> str:
@@ -96,7 +106,7 @@ def render_html(record: PreferenceRecord, *, allow_remote: bool = False, max_sid
         return cache[key]
 
     def block(msgs: list[Message], refs: list[ImageRef], label: str) -> str:
-        out, k = [], 0
+        out, k, v = [], 0, 0
         for m in msgs:
             role = html.escape(str(m.get("role")))
             body = []
@@ -104,6 +114,9 @@ def render_html(record: PreferenceRecord, *, allow_remote: bool = False, max_sid
                 if p["type"] == "image":
                     body.append(figure(refs, k, label))
                     k += 1
+                elif p["type"] == "video":
+                    body.append(_video_figure(record.videos, v, html_dir))
+                    v += 1
                 elif p["type"] == "text":
                     body.append(html.escape(p["text"]))
                 else:
@@ -151,6 +164,32 @@ def _figure(ref: ImageRef, label: str, allow_remote: bool, max_side: int) -> str
     im.save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<figure><img src="data:{mime};base64,{data}" alt="{caption}"><figcaption>{caption} ({size})</figcaption></figure>'
+
+
+def _video_figure(refs: list[ImageRef], i: int, html_dir: Path | None) -> str:
+    if i >= len(refs):
+        return f"<figure><figcaption>video {i}: no video given</figcaption></figure>"
+    ref = refs[i]
+    caption = html.escape(f"video {i}: {ref.origin or ref.describe()}")
+    mime = _VIDEO_MIME.get(Path(ref.path or "").suffix.lower(), "video/mp4")
+    data = ref.data
+    if data is None and ref.path is not None and _size(ref.path) <= VIDEO_EMBED_BYTES:
+        data = Path(ref.path).read_bytes()
+    if data is not None:
+        src = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    elif ref.path is not None:
+        src = Path(os.path.relpath(ref.path, html_dir)).as_posix() if html_dir else Path(ref.path).as_uri()
+    else:
+        src = ref.url or ""
+    return (f'<figure><video controls muted loop preload="metadata" style="max-width:100%">'
+            f'<source src="{html.escape(src)}" type="{mime}"></video><figcaption>{caption}</figcaption></figure>')
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return VIDEO_EMBED_BYTES + 1  # linked, so the browser shows what is missing
 
 
 # ----------------------------------------------------------------------------------------- lookup
@@ -204,6 +243,7 @@ def show_record(source: Any, row: str | int, *, html_path: str | Path | None = N
     allow_remote = load_kwargs.get("allow_remote_images", False)
     text = render_text(record, allow_remote=allow_remote)
     if html_path is not None:
-        Path(html_path).write_text(render_html(record, allow_remote=allow_remote), encoding="utf-8")
+        html_dir = Path(html_path).resolve().parent
+        Path(html_path).write_text(render_html(record, allow_remote=allow_remote, html_dir=html_dir), encoding="utf-8")
         text += f"\nwrote {html_path}"
     return text

@@ -84,10 +84,10 @@ class ImageChecker:
         key = _cache_key(ref)
         if key is not None and (video, key) in self._cache:
             return self._cache[(video, key)]
-        if video:  # videos are not decoded while loading data: only existence and size
-            from vlmdpo.data.images import check_video
+        if video:
+            from vlmdpo.data.videos import check_video
 
-            problem = check_video(ref)
+            problem = check_video(ref, decode=self.mode == "decode")
         else:
             if self._check is None:
                 from vlmdpo.data.images import check_image
@@ -113,6 +113,12 @@ def _cache_key(ref: ImageRef) -> Any:
 
 def count_parts(messages: Iterable[Message], kind: str) -> int:
     return sum(1 for m in messages for p in m["content"] if p.get("type") == kind)
+
+
+_IMAGE_FIX = ("fix or replace the file, or set image_root if relative paths point elsewhere "
+              "(image_path_map: {old: new} for absolute paths from another machine)")
+_VIDEO_FIX = ("replace it with a real video file (mp4, webm, mkv, ...), set image_root if relative paths point "
+              "elsewhere, or drop the video and its <video> placeholder")
 
 
 def validate_record(
@@ -144,8 +150,7 @@ def validate_record(
                 problem = image_checker(ref, video=key == "videos")
                 if problem:
                     add("video" if key == "videos" else "image", f"{names[key]}[{i}]", problem,
-                        "fix or replace the file, or set image_root if relative paths point elsewhere "
-                        "(image_path_map: {old: new} for absolute paths from another machine)")
+                        _VIDEO_FIX if key == "videos" else _IMAGE_FIX)
     return errors
 
 

@@ -90,7 +90,8 @@ def _score_model(im, records, cfg, *, label: str, do_generate: bool, max_new_tok
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encode = partial(encode_pair, processor=im.processor, family=family, max_length=cfg.max_length,
                      truncation=cfg.truncation, image_max_pixels=cfg.image_max_pixels,
-                     image_min_pixels=cfg.image_min_pixels)
+                     image_min_pixels=cfg.image_min_pixels,
+                     video_fps=cfg.video_fps, video_max_frames=cfg.video_max_frames, video_max_pixels=cfg.video_max_pixels)
     pairs, kept, dropped = encode_records(records, encode)
     if not pairs:
         raise EvalError(f"{label}: none of the {len(records)} held-out pairs could be encoded; first reason: "

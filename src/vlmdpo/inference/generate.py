@@ -53,11 +53,20 @@ def as_text_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
-def prepare_inputs(im: InferenceModel, messages: list[dict], images: list[Any]) -> dict[str, Any]:
-    """Tensors for generate(): the model's own chat template with the generation prompt appended."""
-    n_parts = sum(1 for m in messages if isinstance(m["content"], list) for p in m["content"] if p.get("type") == "image")
+def prepare_inputs(im: InferenceModel, messages: list[dict], images: list[Any], videos: list[Any] = ()
+                   ) -> dict[str, Any]:
+    """Tensors for generate(): the model's own chat template with the generation prompt appended.
+
+    `videos` are `vlmdpo.data.videos.Video` values (sampled frames and their metadata), in placeholder order.
+    """
+    n_parts, n_videos = _count_parts(messages, "image"), _count_parts(messages, "video")
     if n_parts != len(images):
         raise ValueError(f"the conversation has {n_parts} image placeholders but {len(images)} images")
+    if n_videos != len(videos):
+        raise ValueError(f"the conversation has {n_videos} video placeholders but {len(videos)} videos")
+    if videos and not takes_video(im.model):
+        raise ValueError(f"{im.name} cannot take video (its processor and model have no video input); "
+                         "use a Qwen2-VL/2.5-VL/3-VL model or drop the videos")
     if not im.is_vlm:
         if images:
             raise ValueError(f"{im.name} is a text-only model; it cannot take images (drop --image)")
@@ -69,8 +78,25 @@ def prepare_inputs(im: InferenceModel, messages: list[dict], images: list[Any]) 
         kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
         if images:
             kwargs["images"] = [list(images)]
+        if videos:
+            kwargs.update(videos=[v.frames for v in videos], video_metadata=[v.metadata() for v in videos],
+                          do_sample_frames=False)  # sampled already, under the run's video limits
         enc = im.processor(**kwargs)
     return {k: (v.to(im.device) if isinstance(v, torch.Tensor) else v) for k, v in dict(enc).items()}
+
+
+def _count_parts(messages: list[dict], kind: str) -> int:
+    return sum(1 for m in messages if isinstance(m["content"], list) for p in m["content"] if p.get("type") == kind)
+
+
+def takes_video(model) -> bool:
+    """Whether the model's family reads videos (a family vlmdpo cannot train reads none)."""
+    from vlmdpo.model.families import UnsupportedModelError, adapter_for
+
+    try:
+        return adapter_for(model).takes_video
+    except UnsupportedModelError:
+        return False
 
 
 class CallbackStreamer(TextStreamer):
@@ -113,16 +139,16 @@ def generate_ids(im: InferenceModel, inputs: dict[str, Any], settings: Generatio
 
 
 def generate(im: InferenceModel, messages: list[dict], images: list[Any], settings: GenerationSettings,
-             on_text: Callable[[str], None] | None = None) -> str:
-    """Generate the assistant's reply to `messages` (normalized parts; images in placeholder order)."""
-    inputs = prepare_inputs(im, messages, images)
+             on_text: Callable[[str], None] | None = None, videos: list[Any] = ()) -> str:
+    """Generate the assistant's reply to `messages` (normalized parts; images and videos in placeholder order)."""
+    inputs = prepare_inputs(im, messages, images, videos)
     ids = generate_ids(im, inputs, settings, on_text)
     return im.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
-def user_message(text: str, n_images: int) -> dict:
-    """A user turn with its images first, then the text (what chat templates expect)."""
-    parts: list[dict] = [{"type": "image"} for _ in range(n_images)]
+def user_message(text: str, n_images: int, n_videos: int = 0) -> dict:
+    """A user turn with its videos and images first, then the text (what chat templates expect)."""
+    parts: list[dict] = [{"type": "video"} for _ in range(n_videos)] + [{"type": "image"} for _ in range(n_images)]
     if text:
         parts.append({"type": "text", "text": text})
     return {"role": "user", "content": parts}

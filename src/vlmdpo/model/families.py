@@ -47,6 +47,8 @@ class FamilyAdapter:
     # into one sample, zero-padded to the largest H and W (the model skips all-zero padding images)
     images_per_sample: bool = False
     supports_multi_image: bool = True
+    # the processor takes `videos` (frames) and the model has a video path (pixel_values_videos)
+    takes_video: bool = False
     # filled in by `adapter_for(model or config)`; an adapter looked up by name has none
     image_token: int | None = None
     video_token: int | None = None
@@ -181,7 +183,7 @@ _QWEN_VISION: dict[str, Stacking] = {"pixel_values": "cat", "image_grid_thw": "c
 
 # what Qwen2-VL, Qwen2.5-VL and Qwen3-VL share
 _QWEN: dict[str, Any] = dict(
-    is_vlm=True, vision_keys=_QWEN_VISION, token_type_key="mm_token_type_ids", rope="mrope",
+    is_vlm=True, vision_keys=_QWEN_VISION, token_type_key="mm_token_type_ids", rope="mrope", takes_video=True,
     vision_tower=("model.visual",), language_model=("model.language_model", "lm_head"), end_of_turn=("<|im_end|>",),
     template_markers=_CHATML,
 )

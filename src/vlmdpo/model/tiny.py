@@ -188,6 +188,24 @@ def tiny_image(seed: int = 0, size: tuple[int, int] = (64, 48)):
     return Image.fromarray((np.random.default_rng(seed).random((h, w, 3)) * 255).astype("uint8"))
 
 
+def tiny_video(path, *, frames: int = 4, size: tuple[int, int] = (64, 48), fps: int = 2, seed: int = 0):
+    """Write a seeded random mp4 (MPEG-4 part 2, `frames` frames of `size` (width, height)) to
+    `path` with PyAV, small enough for the tiny Qwen processors; returns the path."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
 def tiny_record(n_images: int = 1, *, seed: int = 0, system: str | None = None, question: str = "What is the cat doing?",
                 chosen: str = "The cat is on the red mat.", rejected: str = "A dog.", history: bool = False,
                 rec_id: str | None = None):

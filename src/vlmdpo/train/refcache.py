@@ -67,7 +67,8 @@ def cache_key(cfg, processor, records: Sequence[PreferenceRecord], keep: Sequenc
             "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0],
             "template": template, "vocab": len(tok) if hasattr(tok, "__len__") else None,
             "max_length": cfg.max_length, "truncation": cfg.truncation,
-            "image_max_pixels": cfg.image_max_pixels, "image_min_pixels": cfg.image_min_pixels}
+            "image_max_pixels": cfg.image_max_pixels, "image_min_pixels": cfg.image_min_pixels,
+            "video": [cfg.video_fps, cfg.video_max_frames, cfg.video_max_pixels]}
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
     for i in keep:
         h.update(record_fingerprint(records[i]).encode())

@@ -150,7 +150,8 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
         acc.ddp_handler.find_unused_parameters = True  # text-only batches leave the projector without grads
     encode = partial(encode_pair, processor=bundle.processor, family=bundle.family, max_length=cfg.max_length,
                      truncation=cfg.truncation, image_max_pixels=cfg.image_max_pixels,
-                     image_min_pixels=cfg.image_min_pixels)
+                     image_min_pixels=cfg.image_min_pixels,
+                     video_fps=cfg.video_fps, video_max_frames=cfg.video_max_frames, video_max_pixels=cfg.video_max_pixels)
     run_print = fingerprint(cfg, data_identity(train_recs, eval_recs))
     train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say,
                                                       cfg.on_invalid)

@@ -147,7 +147,7 @@ def encode_vision(model: Any, vision: dict[str, Any], device: torch.device | Non
     out: dict[str, Any] = {}
     if vision.get("pixel_values") is not None:
         out["image"] = _call_features(inner.get_image_features, vision, "pixel_values")
-    if vision.get("pixel_values_videos") is not None:  # Qwen-VL videos: untested, no video pairs in the tests yet
+    if vision.get("pixel_values_videos") is not None:  # Qwen-VL videos (tests/fast/test_video_equal_plain.py)
         out["video"] = _call_features(inner.get_video_features, vision, "pixel_values_videos")
     return out or None
 
