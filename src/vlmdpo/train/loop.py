@@ -82,7 +82,7 @@ def _steps(run: Run, progress: Progress, bar, window: WeightedMean, speed: Throu
             progress.evaluated_at = state.global_step
             stop = stages.early_stopping(state, progress.eval_metrics["eval_loss"], cfg.early_stopping_patience)
         improved = due_eval and state.evals_without_improvement == 0
-        if (cfg.save_steps and state.global_step % cfg.save_steps == 0) or (
+        if (run.save_steps and state.global_step % run.save_steps == 0) or (
                 improved and cfg.early_stopping_patience):
             progress.last_saved = _save(run, best=improved and bool(cfg.early_stopping_patience))
         if stop:

@@ -82,6 +82,7 @@ class Run:
     dropped: list[Dropped] = field(default_factory=list)
     ref_cache: stages.RefCacheUse | None = None
     fingerprint: dict = field(default_factory=dict)  # saved in each checkpoint (fingerprint.py)
+    save_steps: int | None = None  # cfg.save_steps where checkpoints can be written (see _checkpoint_every)
 
     @property
     def is_main(self) -> bool:
@@ -180,7 +181,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     scheduler = build_scheduler(optimizer, name=cfg.lr_scheduler_type, plan=plan)
     # The scheduler is not prepared: accelerate would step it once per process per step.
     model, optimizer = acc.prepare(model, optimizer)
-    _checkpoints_supported(cfg, acc)
+    save_steps = _checkpoint_every(cfg, acc, say)
     state, resumed_from = _resume(cfg, run_print, acc, out, say, model=model, optimizer=optimizer,
                                   scheduler=scheduler)
     bco = RunningMean()
@@ -194,7 +195,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
                scheduler=scheduler, plan=plan, train_ds=train_ds, eval_ds=eval_ds, batching=batching,
                logps_fn=layout.logps_fn, train_ref=refs.train, eval_ref=refs.eval, losses=losses,
                metric_keys=losses.metric_keys(), bco=bco, log=log, state=state, resumed_from=resumed_from,
-               dropped=dropped, ref_cache=refs.cache, fingerprint=run_print)
+               dropped=dropped, ref_cache=refs.cache, fingerprint=run_print, save_steps=save_steps)
 
 
 def _writable(out: Path) -> None:
@@ -208,13 +209,20 @@ def _writable(out: Path) -> None:
                            "set output_dir to a folder you can create and write to") from None
 
 
-def _checkpoints_supported(cfg, acc) -> None:
-    """Checkpoints hold whole (gathered) tensors; sharded FSDP / DeepSpeed state is not written yet."""
+def _checkpoint_every(cfg, acc, say: Say) -> int | None:
+    """save_steps as it applies here. Checkpoints hold whole (gathered) tensors; sharded FSDP / DeepSpeed
+    state is not written yet: there only the final model is saved, and asking for more is refused."""
     sharded = str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper() in ("FSDP", "DEEPSPEED")
-    if sharded and (cfg.save_steps or cfg.resume_from_checkpoint or cfg.early_stopping_patience):
+    if not sharded:
+        return cfg.save_steps
+    asked = "save_steps" in cfg.model_fields_set and cfg.save_steps
+    if asked or cfg.resume_from_checkpoint or cfg.early_stopping_patience:
         raise FixableError(f"save_steps / resume_from_checkpoint / early_stopping_patience: checkpoints are not "
                            f"supported under {acc.distributed_type} yet",
                            "set save_steps: null (the final model is still saved), or train with DDP")
+    if cfg.save_steps:
+        say(f"no intermediate checkpoints under {acc.distributed_type} yet (only the final model is saved)")
+    return None
 
 
 # keys whose change makes the saved schedule wrong: the schedule is then rebuilt at the saved step
