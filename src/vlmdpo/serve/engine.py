@@ -51,6 +51,7 @@ class QueuedEngine:
         self._waiting: deque[Job] = deque()
         self._cv = threading.Condition()
         self._closed = False
+        self.stats = {"batches": 0, "rows": 0, "cancelled_rows": 0}  # for /health and tests
         self._worker = threading.Thread(target=self._run, name=f"vlmdpo-serve-{name}", daemon=True)
         self._worker.start()
 
@@ -149,8 +150,11 @@ class TransformersEngine(QueuedEngine):
         settings = GenerationSettings(max_new_tokens=longest, temperature=settings.temperature,
                                       top_p=settings.top_p, seed=settings.seed)
         tracker = RowTracker(self.im.tokenizer, rows, self.stops)
+        self.stats["batches"] += 1
+        self.stats["rows"] += len(rows)
         with self._adapter_context(jobs[0].adapter):
             generate_rows(self.im, inputs, settings, streamer=tracker, stopping_criteria=tracker)
+        self.stats["cancelled_rows"] += sum(row.finish_reason == "cancelled" for row in rows)
         for row, (job, choice) in zip(rows, owners):
             if row.finish_reason != "cancelled":
                 job.emit(("done", choice, row.finish_reason, len(row.ids)))

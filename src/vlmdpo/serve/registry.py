@@ -75,6 +75,19 @@ def max_images(im, limit: int) -> int:
         return limit
 
 
+def _join(engine: Any, source: str, adapter: str) -> bool:
+    """Load one more adapter into the engine's PeftModel; False when peft cannot hold both (a module
+    that one adapter trains in full and the other wraps with LoRA)."""
+    model = engine.im.model
+    try:
+        model.load_adapter(str(Path(source).expanduser()), adapter_name=adapter)
+    except (KeyError, ValueError, RuntimeError):
+        if adapter in getattr(model, "peft_config", {}):
+            model.delete_adapter(adapter)
+        return False
+    return True
+
+
 def load_models(models: list[tuple[str, str]], make_engine: Callable[[Any], Any], *, loader: Callable[..., Any],
                 image_limit: int = 8) -> dict[str, Served]:
     """Load every model once: adapters first (the first of a base loads it), then the plain models,
@@ -91,12 +104,13 @@ def load_models(models: list[tuple[str, str]], make_engine: Callable[[Any], Any]
         if base is None:
             continue
         key = find(base)
-        if key is None:
-            engine = make_engine(loader(source))
-            groups[base], adapter = engine, "default"
-        else:
-            engine, adapter = groups[key], f"adapter{i}"
-            engine.im.model.load_adapter(str(Path(source).expanduser()), adapter_name=adapter)
+        engine = groups[key] if key is not None else None
+        adapter = f"adapter{i}"
+        if engine is not None and not _join(engine, source, adapter):
+            engine = None  # its layout clashes with the adapters already there: it gets its own base
+        if engine is None:
+            engine, adapter = make_engine(loader(source)), "default"
+            groups.setdefault(base, engine)
         served[name] = Served(name, engine, adapter, source, max_images(engine.im, image_limit))
     for name, source in models:
         if bases[name] is not None:
@@ -104,7 +118,10 @@ def load_models(models: list[tuple[str, str]], make_engine: Callable[[Any], Any]
         key = find(source)
         engine = groups[key] if key is not None else make_engine(loader(source))
         groups.setdefault(source, engine)
-        served[name] = Served(name, engine, None, source, max_images(engine.im, image_limit))
+        # a checkpoint folder is its run's policy (a PeftModel whose adapter is "default"); a base that
+        # adapters joined is served with them off
+        adapter = "default" if engine.im.kind == "checkpoint" else None
+        served[name] = Served(name, engine, adapter, source, max_images(engine.im, image_limit))
     return {name: served[name] for name, _ in models}
 
 

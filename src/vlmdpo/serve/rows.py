@@ -56,11 +56,11 @@ class RowTracker(BaseStreamer, StoppingCriteria):
                 continue
             if token in self.stops:
                 row.finish_reason = "stop"
-                continue
-            row.ids.append(token)
-            self._emit(row)
-            if row.finish_reason is None and len(row.ids) >= row.max_tokens:
-                row.finish_reason = "length"
+            else:
+                row.ids.append(token)
+                if len(row.ids) >= row.max_tokens:
+                    row.finish_reason = "length"
+            self._emit(row)  # a finished row releases what it held back (a partial character at the end)
 
     def _emit(self, row: Row) -> None:
         text = row.visible(self.tokenizer.decode(row.ids, skip_special_tokens=True))
@@ -72,6 +72,7 @@ class RowTracker(BaseStreamer, StoppingCriteria):
         for row in self.rows:
             if row.finish_reason is None:
                 row.finish_reason = "length" if len(row.ids) >= row.max_tokens else "stop"
+                self._emit(row)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         for row in self.rows:
