@@ -51,13 +51,15 @@ class QueuedEngine:
         self._waiting: deque[Job] = deque()
         self._cv = threading.Condition()
         self._closed = False
+        self._running = 0  # jobs in the batch being generated
         self.stats = {"batches": 0, "rows": 0, "cancelled_rows": 0}  # for /health and tests
         self._worker = threading.Thread(target=self._run, name=f"vlmdpo-serve-{name}", daemon=True)
         self._worker.start()
 
     def submit(self, job: Job) -> None:
         with self._cv:
-            if len(self._waiting) >= self.max_queue:
+            # the batch being generated plus the waiting jobs: beyond max_concurrency + max_queue, refuse
+            if self._running + len(self._waiting) >= self.max_concurrency + self.max_queue:
                 raise QueueFull(len(self._waiting))
             self._waiting.append(job)
             self._cv.notify()
@@ -70,6 +72,7 @@ class QueuedEngine:
     # ------------------------------------------------------------------------------------ worker
     def _next_batch(self) -> list[Job] | None:
         with self._cv:
+            self._running = 0  # the previous batch is done
             while not self._waiting and not self._closed:
                 self._cv.wait()
             if self._closed:
@@ -83,6 +86,7 @@ class QueuedEngine:
                     self._waiting.remove(job)
                     batch.append(job)
                     rows += job.n
+            self._running = len(batch)
             return batch
 
     def _run(self) -> None:
