@@ -62,7 +62,7 @@ def load_request_image(spec: ImageSpec, policy: ImagePolicy) -> Any:
 
 def load_request_images(specs: list[ImageSpec], policy: ImagePolicy, limit: int) -> list[Any]:
     if len(specs) > limit:
-        where = specs[limit].param if limit < len(specs) else "messages"
+        where = specs[limit].param  # the first image past the limit
         what = "takes no images (a text-only model)" if limit == 0 else f"takes at most {limit} image(s) per request"
         raise ApiError(400, f"{where}: this model {what}; the request has {len(specs)}; send fewer images",
                        param=where, code="too_many_images")
