@@ -14,6 +14,7 @@ import sys
 from typing import Callable
 
 from vlmdpo.data.options import add_load_options, load_kwargs
+from vlmdpo.serve.cli_args import add_parser as _add_serve  # argparse only; its run() loads the server
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
@@ -312,7 +313,6 @@ def _run_quickstart(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------- other commands
-# train / eval / demo-data / chat / compare / export register here, one `_add_<name>` each.
 # ------------------------------------------------------------------------------------------ train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="DPO-family training from a YAML config (key=value overrides)",
@@ -334,7 +334,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_quickstart, _add_data, _add_train, _add_eval, _add_chat, _add_compare, _add_export, _add_demo_data]
+    _add_quickstart, _add_data, _add_train, _add_eval, _add_chat, _add_compare, _add_export, _add_demo_data, _add_serve]
 
 
 # ------------------------------------------------------------------------------------------- main

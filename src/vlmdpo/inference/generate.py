@@ -59,25 +59,37 @@ def prepare_inputs(im: InferenceModel, messages: list[dict], images: list[Any], 
 
     `videos` are `vlmdpo.data.videos.Video` values (sampled frames and their metadata), in placeholder order.
     """
-    n_parts, n_videos = _count_parts(messages, "image"), _count_parts(messages, "video")
-    if n_parts != len(images):
-        raise ValueError(f"the conversation has {n_parts} image placeholders but {len(images)} images")
+    n_videos = _count_parts(messages, "video")
     if n_videos != len(videos):
         raise ValueError(f"the conversation has {n_videos} video placeholders but {len(videos)} videos")
     if videos and not takes_video(im.model):
         raise ValueError(f"{im.name} cannot take video (its processor and model have no video input); "
                          "use a Qwen2-VL/2.5-VL/3-VL model or drop the videos")
-    if not im.is_vlm:
-        if images:
+    return prepare_batch(im, [(messages, images)], videos=videos)
+
+
+def prepare_batch(im: InferenceModel, conversations: list[tuple[list[dict], list[Any]]], videos: list[Any] = ()
+                  ) -> dict[str, Any]:
+    """Tensors for one generate() over several conversations: left-padded, so every row's answer starts
+    at the same position (serving batches compatible requests this way). `videos`: one conversation's."""
+    texts, images = [], []
+    for messages, row_images in conversations:
+        n_parts = _count_parts(messages, "image")
+        if n_parts != len(row_images):
+            raise ValueError(f"the conversation has {n_parts} image placeholders but {len(row_images)} images")
+        if not im.is_vlm and row_images:
             raise ValueError(f"{im.name} is a text-only model; it cannot take images (drop --image)")
-        tok = im.tokenizer
-        text = tok.apply_chat_template(as_text_messages(messages), add_generation_prompt=True, tokenize=False)
-        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        template = im.processor if im.is_vlm else im.tokenizer
+        texts.append(template.apply_chat_template(messages if im.is_vlm else as_text_messages(messages),
+                                                  add_generation_prompt=True, tokenize=False))
+        images.append(list(row_images))
+    padding = {"padding": True, "padding_side": "left"} if len(texts) > 1 else {}
+    if not im.is_vlm:
+        enc = im.tokenizer(texts, return_tensors="pt", add_special_tokens=False, **padding)
     else:
-        text = im.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
-        if images:
-            kwargs["images"] = [list(images)]
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", **padding}
+        if any(images):
+            kwargs["images"] = images
         if videos:
             kwargs.update(videos=[v.frames for v in videos], video_metadata=[v.metadata() for v in videos],
                           do_sample_frames=False)  # sampled already, under the run's video limits
@@ -114,6 +126,14 @@ class CallbackStreamer(TextStreamer):
 def generate_ids(im: InferenceModel, inputs: dict[str, Any], settings: GenerationSettings,
                  on_text: Callable[[str], None] | None = None) -> list[int]:
     """New token ids only (prompt stripped); greedy when temperature is 0, seeded otherwise."""
+    streamer = CallbackStreamer(im.tokenizer, on_text) if on_text is not None else None
+    return generate_rows(im, inputs, settings, streamer=streamer)[0]
+
+
+def generate_rows(im: InferenceModel, inputs: dict[str, Any], settings: GenerationSettings, *,
+                  streamer: Any = None, stopping_criteria: Any = None) -> list[list[int]]:
+    """generate_ids for every row of a (left-padded) batch; `streamer` receives each step's tokens and
+    `stopping_criteria` may end rows early (serving: a client that left, a stop string)."""
     torch.manual_seed(settings.seed)
     tok = im.tokenizer
     stops = stop_token_ids(im.model, tok)
@@ -127,15 +147,20 @@ def generate_ids(im: InferenceModel, inputs: dict[str, Any], settings: Generatio
         kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if on_text is not None:
-        kwargs["streamer"] = CallbackStreamer(tok, on_text)
+    if streamer is not None:
+        kwargs["streamer"] = streamer
+    if stopping_criteria is not None:
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList([stopping_criteria])
     with torch.no_grad():
         out = im.model.generate(**inputs, **kwargs)
-    new = out[0, inputs["input_ids"].shape[1]:].tolist()
-    # the stop token ends the turn; it is not part of the answer
-    while new and new[-1] in stops:
-        new.pop()
-    return new
+    rows = []
+    for row in out[:, inputs["input_ids"].shape[1]:].tolist():
+        # the first stop token ends the turn; it and the padding after it are not part of the answer
+        end = next((i for i, t in enumerate(row) if t in stops), len(row))
+        rows.append(row[:end])
+    return rows
 
 
 def generate(im: InferenceModel, messages: list[dict], images: list[Any], settings: GenerationSettings,

@@ -5,6 +5,7 @@ A `--model` value may be:
 - a LoRA adapter folder (adapter_config.json): its base comes from the adapter config's
   `base_model_name_or_path`, else from the `vlmdpo_config.yaml` the training run wrote beside it;
 - a full or merged model folder (config.json), loaded with plain transformers;
+- a training checkpoint (`checkpoint-N`): the run's policy rebuilt, its tensors loaded (`checkpoint.py`);
 - `tiny:<family>` / `builtin:<name>` (see `vlmdpo.inference.names`);
 - a hub name (only where the hub is reachable).
 """
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from vlmdpo.errors import ModelLoadError
+from vlmdpo.inference.checkpoint import apply_checkpoint, is_checkpoint
 from vlmdpo.inference.names import build_named, is_named
 
 TRAIN_CONFIG_FILE = "vlmdpo_config.yaml"
@@ -36,7 +38,7 @@ class ModelDirError(ModelLoadError):
 class InferenceModel:
     model: Any  # a transformers model or a peft PeftModel, in eval mode
     processor: Any  # a ProcessorMixin for VLMs, a tokenizer for text-only models
-    kind: str  # "adapter" | "full" | "named" | "hub"
+    kind: str  # "adapter" | "checkpoint" | "full" | "named" | "hub"
     name: str  # what the user passed
     base_name: str | None = None  # for adapters: the base they sit on
     model_dir: Path | None = None
@@ -201,6 +203,9 @@ def load_for_inference(
     if not path.is_dir():
         raise ModelDirError(f"{path}: is a file, not a model folder", "pass the folder that holds the model files")
     train_config = read_train_config(path)
+    if is_checkpoint(path):
+        return _finish(_load_checkpoint(path, base, train_config, dtype=torch_dtype,
+                                        trust_remote_code=trust_remote_code), device)
     adapter_cfg = path / "adapter_config.json"
     if adapter_cfg.is_file():
         try:
@@ -244,6 +249,23 @@ def load_for_inference(
     hint = f"this folder holds model subfolders: {', '.join(inside)}; pass one of them" if inside else (
         "pass a training output_dir (with adapter_config.json or config.json) or an exported model folder")
     raise ModelDirError(f"{path}: not a model folder (no adapter_config.json or config.json)", hint)
+
+
+def _load_checkpoint(path: Path, base: str | None, train_config: dict[str, Any], *, dtype: Any,
+                     trust_remote_code: bool) -> InferenceModel:
+    """A checkpoint-N folder: the run's policy rebuilt on its base, with the checkpoint's tensors."""
+    base_name = base or train_config.get("model_name_or_path")
+    if not base_name:
+        raise ModelDirError(f"{path}: a training checkpoint without the run's {TRAIN_CONFIG_FILE} beside it",
+                            "pass --base with the model the run trained, or serve the run's output_dir")
+    base_model, processor, _ = _load_base(str(base_name), dtype=dtype, trust_remote_code=trust_remote_code)
+    try:
+        model = apply_checkpoint(base_model, path, train_config)
+    except ModelLoadError as exc:
+        raise ModelDirError(exc.message, exc.fix) from None
+    # the run saves its processor (chat template included) in output_dir, the checkpoint's parent
+    processor = _load_processor_from(path.parent, processor)
+    return InferenceModel(model, processor, "checkpoint", str(path), str(base_name), path, train_config)
 
 
 def _finish(im: InferenceModel, device: str) -> InferenceModel:
