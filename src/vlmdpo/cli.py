@@ -37,6 +37,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                    help="decode every image fully (catches truncated files; slower than the default header check)")
     p.add_argument("--max-examples", type=int, default=5, metavar="N",
                    help="examples listed per kind of problem (0: all; default 5)")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help="also check the rows against this model's family "
+                   "(e.g. videos on a model that takes none)")
     p.set_defaults(func=_run_data_check)
 
     p = dsub.add_parser("stats", help="rows, images per row, image sizes, text lengths, duplicates")
@@ -80,8 +82,10 @@ def _progress() -> bool:
 def _run_data_check(args: argparse.Namespace) -> int:
     from vlmdpo.data.stats import check_data, format_check
 
+    from vlmdpo.inference.names import video_refusal
+
     report = check_data(_source(args.paths), check_images="decode" if args.decode_images else "header",
-                        progress=_progress(), **load_kwargs(args))
+                        progress=_progress(), video_refusal=video_refusal(args.model), **load_kwargs(args))
     print(format_check(report, per_kind=args.max_examples))
     return EXIT_OK if report.ok else EXIT_INVALID
 

@@ -162,3 +162,34 @@ def test_every_qwen_family_encodes_a_video_pair(video_data, family):
     grid = pair.vision["video_grid_thw"]
     assert grid.shape == (1, 3) and int(grid[0, 0]) == 1  # 2 frames -> 1 temporal patch of 2
     assert pair.vision["pixel_values_videos"].shape[0] == int(grid.prod())
+
+
+def test_data_check_with_a_model_refuses_video_rows_on_a_family_without_video(video_data, capsys):
+    assert main(["data", "check", str(video_data), "--model", "tiny:qwen2_vl"]) == 0
+    capsys.readouterr()
+    assert main(["data", "check", str(video_data), "--model", "tiny:idefics3"]) == 1
+    out = capsys.readouterr().out
+    assert "prefs.jsonl:1: field 'videos'" in out and "prefs.jsonl:4: field 'videos'" in out and FIX in out
+    assert "read 4, kept 0, skipped 4" in out
+
+
+def test_training_on_idefics3_honours_on_invalid_for_video_rows(tmp_path, video_data):
+    from vlmdpo.config import load_config
+    from vlmdpo.data.validate import DataError
+    from vlmdpo.train.loop import run_training
+
+    with video_data.open("a", encoding="utf-8") as f:  # one pair without video: what skip leaves to train on
+        f.write(json.dumps({"messages": [{"role": "user", "content": "Name a colour."},
+                                         {"role": "assistant", "content": "Red."}], "rejected_response": "Nine."}) + "\n")
+    common = dict(model_name_or_path="tiny:idefics3", dataset=str(video_data), max_steps=1,
+                  per_device_train_batch_size=1, save_steps=None, progress_bar=False, max_length=512, lora_rank=4,
+                  lora_alpha=8)
+    said: list[str] = []
+    with pytest.raises(DataError) as info:
+        run_training(load_config(None, dict(common, output_dir=str(tmp_path / "err"))), echo=said.append)
+    assert "prefs.jsonl:1" in str(info.value) and "do not fit" not in "\n".join(said) + str(info.value)
+    res = run_training(load_config(None, dict(common, output_dir=str(tmp_path / "skip"), on_invalid="skip")),
+                       echo=said.append)
+    assert res.n_train_pairs == 1
+    rejected = [json.loads(line) for line in (tmp_path / "skip" / "rejected_rows.jsonl").read_text().splitlines()]
+    assert len(rejected) == 4 and all("videos" in json.dumps(r) for r in rejected)

@@ -202,14 +202,24 @@ class CheckReport:
         return not self.errors and self.n_skipped == 0
 
 
-def check_data(source: Any, *, progress: bool = False, **load_kwargs: Any) -> CheckReport:
-    """Read every row of `source` (streamed, records are not kept) and collect every problem."""
+def check_data(source: Any, *, progress: bool = False, video_refusal: tuple[str, str] | None = None,
+               **load_kwargs: Any) -> CheckReport:
+    """Read every row of `source` (streamed, records are not kept) and collect every problem.
+
+    `video_refusal` (the chosen model cannot take video: why, and what to do) makes every row with
+    videos a problem at its row, as training on that model would."""
     from vlmdpo.data.load import iter_preferences
 
     stream = iter_preferences(source, on_invalid="skip", **load_kwargs)
-    errors = [item for item in _with_progress(stream, "check", progress) if isinstance(item, RowError)]
+    errors, refused = [], 0
+    for item in _with_progress(stream, "check", progress):
+        if isinstance(item, RowError):
+            errors.append(item)
+        elif video_refusal and item.videos and item.source is not None:
+            errors.append(RowError("video", item.source.file, item.source.row, "videos", *video_refusal))
+            refused += 1
     return CheckReport(formats=dict(stream.formats), notes=list(stream.notes), errors=errors,
-                       n_read=stream.n_read, n_kept=stream.n_kept, n_skipped=stream.n_skipped)
+                       n_read=stream.n_read, n_kept=stream.n_kept - refused, n_skipped=stream.n_skipped + refused)
 
 
 def format_check(report: CheckReport, *, per_kind: int = 5) -> str:

@@ -59,3 +59,33 @@ def ensure_builtin(name: str, *, progress: Callable[[str], None] | None = None) 
     from vlmdpo.model.builtin import ensure_nano_smolvlm
 
     return ensure_nano_smolvlm(progress=progress)
+
+
+def family_of(name: str):
+    """The family adapter of a model name or folder, read from its config alone (no weights loaded)."""
+    from vlmdpo.model.families import adapter_for
+
+    if name.startswith(TINY):
+        return adapter_for(_tiny_family(name))
+    if name.startswith(BUILTIN):
+        _builtin_name(name)
+        return adapter_for("idefics3")  # nano-smolvlm is the SmolVLM (Idefics3) architecture
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except Exception as e:  # noqa: BLE001 - not a folder / not on the hub / no network arrive as many types
+        raise ModelLoadError(f"cannot read the config of model {name!r} ({str(e).splitlines()[0] if str(e) else e!r})",
+                             "give a local model folder, a reachable hub id, tiny:<family> or builtin:nano-smolvlm") from None
+    return adapter_for(config)
+
+
+def video_refusal(name: str | None) -> tuple[str, str] | None:
+    """(what, fix) when the model `name` cannot take video (None when it can, or when no model is named)."""
+    if not name:
+        return None
+    family = family_of(name)
+    if family.takes_video:
+        return None
+    return (f"{name} ({family.name}) does not take video",
+            "use a Qwen2-VL/2.5-VL/3-VL model or drop the videos (on_invalid: skip skips such rows in training)")
