@@ -7,21 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import vlmdpo
-
-SAMPLES = Path(vlmdpo.__file__).parent / "samples" / "trl"
+from run_helpers import SAMPLES, one_step_run
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    from vlmdpo.api import train
-
-    out = tmp_path_factory.mktemp("run") / "out"
-    train({"model_name_or_path": "tiny:idefics3", "dataset": str(SAMPLES / "prefs.jsonl"), "output_dir": str(out),
-           "finetuning_type": "lora", "lora_rank": 4, "lora_alpha": 8, "max_length": 512, "learning_rate": 1e-2,
-           "max_steps": 1, "per_device_train_batch_size": 2, "logging_steps": 1, "save_steps": 100,
-           "progress_bar": False, "beta": 0.3})
-    return out
+    return one_step_run(tmp_path_factory.mktemp("run") / "out", save_steps=100)
 
 
 def test_export_of_a_trained_run_matches_the_adapter(trained_run: Path, tmp_path: Path):

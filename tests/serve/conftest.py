@@ -6,22 +6,13 @@ from pathlib import Path
 
 import pytest
 
-import vlmdpo
+from run_helpers import one_step_run
 from serve_helpers import png_bytes, random_adapter
-
-SAMPLES = Path(vlmdpo.__file__).parent / "samples" / "trl"
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    from vlmdpo.api import train
-
-    out = tmp_path_factory.mktemp("run") / "out"
-    train({"model_name_or_path": "tiny:idefics3", "dataset": str(SAMPLES / "prefs.jsonl"), "output_dir": str(out),
-           "finetuning_type": "lora", "lora_rank": 4, "lora_alpha": 8, "max_length": 512, "learning_rate": 1e-2,
-           "max_steps": 1, "per_device_train_batch_size": 2, "logging_steps": 1, "save_steps": 1,
-           "progress_bar": False, "beta": 0.3})
-    return out
+    return one_step_run(tmp_path_factory.mktemp("run") / "out", save_steps=1)
 
 
 @pytest.fixture(scope="session")
