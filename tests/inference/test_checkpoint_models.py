@@ -62,6 +62,7 @@ def test_eval_on_a_checkpoint(lora_run: Path, tmp_path: Path):
                    generate=False, device="cpu", progress=False, echo=lambda _m: None)
     assert res.summary["settings"]["base model"] == "tiny:idefics3"
     assert "tuned" in res.summary["models"] and (tmp_path / "eval.json").is_file()
+    assert (tmp_path / "training_curves.png").is_file()  # the run's curves, from the log in the checkpoint's parent
 
 
 def test_export_of_a_lora_checkpoint_merges_it(lora_run: Path, tmp_path: Path):
