@@ -14,6 +14,8 @@ import sys
 from typing import Callable
 
 from vlmdpo.data.options import add_load_options, load_kwargs
+from vlmdpo.flags import Parser, add_generation_options, generation_settings, rewrite_train
+from vlmdpo.runs import add_parser as _add_runs  # argparse only
 from vlmdpo.serve.cli_args import add_parser as _add_serve  # argparse only; its run() loads the server
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -114,32 +116,6 @@ def _run_data_convert(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------ chat / compare / export
-def _add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
-                   help=f"answer length limit (default {max_new_tokens})")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold when sampling (default 1.0)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--image", action="append", default=[], metavar="PATH", help="image for the prompt (repeatable)")
-    p.add_argument("--video", action="append", default=[], metavar="PATH",
-                   help="video for the prompt (repeatable; Qwen2-VL / 2.5-VL / 3-VL)")
-    p.add_argument("--allow-remote-images", action="store_true", help="let --image be an http(s) URL")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weights dtype (auto: as saved on GPU, float32 on CPU)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-
-
-def _generation_settings(args: argparse.Namespace):
-    from vlmdpo.inference import GenerationSettings
-
-    if args.max_new_tokens < 1:
-        raise UsageError("--max-new-tokens must be at least 1")
-    if args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise UsageError("--temperature must be >= 0 and --top-p in (0, 1]")
-    return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              seed=args.seed)
-
-
 def _add_chat(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="talk to a model: base, LoRA adapter folder or merged export",
                        description="One-shot with --prompt (or a prompt piped on stdin); otherwise an interactive "
@@ -149,7 +125,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", metavar="DIR_OR_NAME", help="base model of an adapter that does not record it")
     p.add_argument("--prompt", metavar="TEXT", help="ask once and exit")
     p.add_argument("--system", metavar="TEXT", help="system message")
-    _add_generation_options(p)
+    add_generation_options(p)
     p.set_defaults(func=_run_chat)
 
 
@@ -157,14 +133,14 @@ def _run_chat(args: argparse.Namespace) -> int:
     from vlmdpo.chat import run_chat
 
     run_chat(args.model, images=args.image, videos=args.video, prompt=args.prompt, base=args.base, system=args.system,
-             settings=_generation_settings(args), allow_remote_images=args.allow_remote_images, dtype=args.dtype,
+             settings=generation_settings(args), allow_remote_images=args.allow_remote_images, dtype=args.dtype,
              device=args.device)
     return EXIT_OK
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="base vs tuned answers side by side (HTML page + table)")
-    p.add_argument("--base", required=True, metavar="M1", help="the reference model (usually the base)")
+    p.add_argument("--base", metavar="M1", help="the reference model (default: the tuned model's base)")
     p.add_argument("--tuned", required=True, metavar="M2", help="the tuned model (adapter folder, export ...)")
     p.add_argument("--data", metavar="FILE", help="preference data: prompts, images, chosen/rejected")
     p.add_argument("--prompt", metavar="TEXT", help="one prompt instead of --data")
@@ -173,7 +149,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, help="implicit reward scale (default: the tuned run's beta, else 0.1)")
     p.add_argument("--format", default="auto", help="data format (default auto)")
     p.add_argument("--image-root", metavar="DIR", help="resolve relative image paths against DIR")
-    _add_generation_options(p, max_new_tokens=128)
+    add_generation_options(p, max_new_tokens=128)
     p.set_defaults(func=_run_compare)
 
 
@@ -185,7 +161,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.data is not None and (args.image or args.video):
         raise UsageError("--image / --video go with --prompt; --data rows bring their own images and videos")
     run_compare(args.base, args.tuned, data=args.data, image=args.image, video=args.video, prompt=args.prompt,
-                out=args.output, limit=args.limit, settings=_generation_settings(args), beta=args.beta,
+                out=args.output, limit=args.limit, settings=generation_settings(args), beta=args.beta,
                 allow_remote_images=args.allow_remote_images, format=args.format, image_root=args.image_root,
                 dtype=args.dtype, device=args.device)
     return EXIT_OK
@@ -199,6 +175,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="saved weights dtype (auto: the training dtype, else the base's)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--push-to-hub", metavar="OWNER/NAME", help="then upload OUT with its model card to this hub repo")
     p.set_defaults(func=_run_export)
 
 
@@ -209,6 +186,10 @@ def _run_export(args: argparse.Namespace) -> int:
     what = "merged LoRA into the base" if result.merged else "saved the full model"
     aside = f"; what was there before is now in {result.moved_aside}" if result.moved_aside else ""
     print(f"{what}; wrote {result.path} ({result.dtype}){aside}")
+    if args.push_to_hub:
+        from vlmdpo.hub import push_folder
+
+        print(f"uploaded to {push_folder(result.path, args.push_to_hub)}")
     return EXIT_OK
 
 
@@ -316,12 +297,12 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     return _print_report(result.summary, result.report_path, f"time: {format_timings(result.seconds)}")
 
 
-# ------------------------------------------------------------------------------- other commands
 # ------------------------------------------------------------------------------------------ train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="DPO-family training from a YAML config (key=value overrides)",
-                       description="Train with the settings in CONFIG; each key=value overrides one key "
-                       "(values are YAML: beta=0.2, loss_type=[sigmoid,sft]). Multi-GPU: "
+                       description="Train with the settings in CONFIG (or --config CONFIG); each key=value "
+                       "(or --key value) overrides one key (values are YAML: beta=0.2, loss_type=[sigmoid,sft]). "
+                       "Multi-GPU: "
                        "accelerate launch -m vlmdpo train CONFIG.")
     p.add_argument("config", metavar="CONFIG", help="YAML config file (see examples/)")
     _overrides(p, "override a config key")
@@ -337,16 +318,17 @@ def _run_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_quickstart, _add_data, _add_train, _add_eval, _add_chat, _add_compare, _add_export, _add_demo_data, _add_serve]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_quickstart, _add_data, _add_train, _add_eval,
+                                                                 _add_chat, _add_compare, _add_export, _add_demo_data,
+                                                                 _add_serve, _add_runs]
 
 
 # ------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from vlmdpo import __version__
 
-    parser = argparse.ArgumentParser(prog="vlmdpo", description="Align vision-language models with human "
-                                     "preferences (DPO and relatives).")
+    parser = Parser(prog="vlmdpo", description="Align vision-language models with human "
+                    "preferences (DPO and relatives).")
     parser.add_argument("--version", action="version", version=f"vlmdpo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -358,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(rewrite_train(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

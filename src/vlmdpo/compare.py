@@ -340,7 +340,7 @@ def write_html(result: CompareResult, path: Path) -> Path:
 
 
 def run_compare(
-    base: str,
+    base: str | None,
     tuned: str,
     *,
     data: str | None = None,
@@ -359,7 +359,9 @@ def run_compare(
     stdout: TextIO | None = None,
     model_loader: Callable[..., InferenceModel] = load_for_inference,
 ) -> CompareResult:
-    """Generate from both models on the same inputs, score with the implicit reward, write HTML, print a table."""
+    """Generate from both models on the same inputs, score with the implicit reward, write HTML, print a table.
+
+    `base` None: the tuned model's own base (an adapter's or checkpoint's, or its run config's model)."""
     import sys
 
     stdout = stdout if stdout is not None else sys.stdout
@@ -368,8 +370,11 @@ def run_compare(
                                             fmt=format, image_root=image_root, video=list(video))
     if not records:
         raise ValueError(f"{data}: no usable rows to compare ({summary})")
-    base_im = model_loader(base, dtype=dtype, device=device)
     tuned_im = model_loader(tuned, dtype=dtype, device=device)
+    base = base or tuned_im.base_name or tuned_im.train_config.get("model_name_or_path")
+    if not base:
+        raise ValueError(f"{tuned}: records no base model (no adapter base, no vlmdpo_config.yaml); pass --base")
+    base_im = model_loader(base, dtype=dtype, device=device)
     if len(base_im.tokenizer) != len(tuned_im.tokenizer):
         raise ValueError(f"{base} and {tuned} have different vocabularies ({len(base_im.tokenizer)} vs "
                          f"{len(tuned_im.tokenizer)} tokens); compare a tuned model with its own base")

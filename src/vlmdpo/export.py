@@ -19,18 +19,7 @@ import torch
 
 from vlmdpo.atomic import sync_tree
 from vlmdpo.inference import TRAIN_CONFIG_FILE, InferenceModel, ModelDirError, load_for_inference, stop_token_ids
-from vlmdpo.inference.names import is_named
-
-# what a training run (train_results.json, metrics.jsonl, skipped/dropped rows) and `vlmdpo eval` leave behind
-TRAIN_RESULTS = "train_results.json"
-EVAL_FILES = ("eval_results.json", "eval/eval_results.json")
-DATA_FILES = ("data_stats.json",)
-METRICS_FILE = "metrics.jsonl"
-ROW_LOGS = {"rejected_rows.jsonl": "invalid rows skipped", "rejected_rows_eval.jsonl": "invalid eval rows skipped",
-            "dropped_pairs.jsonl": "pairs dropped (too long)"}
-DATA_KEYS = ("n_train_pairs", "n_eval_pairs", "dropped_pairs", "pairs_seen", "tokens_seen", "global_step",
-             "stopped_early", "best_eval_loss")
-
+from vlmdpo.card import CURVES_FILE, card_text, find_run_file, read_json
 
 @dataclass
 class ExportResult:
@@ -41,123 +30,12 @@ class ExportResult:
     moved_aside: Path | None = None  # what --force found at `path` (not a previous export), kept here
 
 
-def _find(model_dir: Path | None, names: tuple[str, ...]) -> Path | None:
-    """Training files sit in the model folder, or in its parent when a checkpoint-N is exported."""
-    if model_dir is None:
-        return None
-    for folder in (model_dir, model_dir.parent):
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
-    return None
-
-
-def _read_json(path: Path | None) -> Any:
-    if path is None:
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def last_metrics(path: Path | None) -> dict[str, Any]:
-    """The final train-side values from metrics.jsonl (each key's last logged value)."""
-    if path is None:
-        return {}
-    last: dict[str, Any] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a run killed mid-write leaves a partial last line; the card is still useful
-        if isinstance(row, dict):
-            last.update({k: v for k, v in row.items() if isinstance(v, (int, float, str))})
-    return last
-
-
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """One level of keys for a table: {"base": {"acc": 1}} -> {"base/acc": 1}."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "/"))
-        elif value is not None:
-            out[name] = value
-    return out
-
-
-def _table(values: dict[str, Any]) -> str:
-    rows = ["| key | value |", "|---|---|"]
-    for key, value in flatten(values).items():
-        if isinstance(value, float):
-            value = f"{value:.4g}"
-        elif isinstance(value, list):
-            value = json.dumps(value)
-        rows.append(f"| {key} | {value} |")
-    return "\n".join(rows)
-
-
-def _count_lines(path: Path | None) -> int | None:
-    if path is None:
-        return None
-    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-
-
-def card_sections(model_dir: Path | None) -> dict[str, dict[str, Any]]:
-    """Data statistics, final training metrics and eval results found beside the model (empty when absent)."""
-    results = _read_json(_find(model_dir, (TRAIN_RESULTS,)))
-    results = results if isinstance(results, dict) else {}
-    data = {k: results[k] for k in DATA_KEYS if results.get(k) is not None}
-    extra = _read_json(_find(model_dir, DATA_FILES))
-    if isinstance(extra, dict):
-        data.update(extra)
-    for name, label in ROW_LOGS.items():
-        n = _count_lines(_find(model_dir, (name,)))
-        if n is not None:
-            data[label] = n
-    train = results.get("train") if isinstance(results.get("train"), dict) else None
-    train = train or last_metrics(_find(model_dir, (METRICS_FILE,)))
-    evals = _read_json(_find(model_dir, EVAL_FILES))
-    if not isinstance(evals, dict) or not evals:
-        evals = results.get("eval") if isinstance(results.get("eval"), dict) else {}
-    return {"Data": data, "Final training metrics": train, "Evaluation": evals}
-
-
 def model_card(im: InferenceModel, *, merged: bool, dtype: str) -> str:
     """README.md: what the model is, how to load it, the training config, data statistics and eval results."""
-    import yaml
-
-    from vlmdpo import __version__
-
-    cfg = im.train_config
-    losses = cfg.get("loss_type") or "sigmoid"
-    losses = losses if isinstance(losses, list) else [losses]
-    auto = "AutoModelForImageTextToText" if im.is_vlm else "AutoModelForCausalLM"
-    proc = "AutoProcessor" if im.is_vlm else "AutoTokenizer"
-    base = im.base_name or cfg.get("model_name_or_path") or im.name
-    front = {"library_name": "transformers", "tags": ["vlmdpo", "dpo", *map(str, losses)],
-             "pipeline_tag": "image-text-to-text" if im.is_vlm else "text-generation"}
-    if base and not is_named(str(base)) and not str(base).startswith(("/", ".", "~")):
-        front["base_model"] = str(base)  # a hub id; local paths mean nothing to readers of the card
+    base = im.base_name or im.train_config.get("model_name_or_path") or im.name
     how = f"LoRA adapter `{im.name}` merged into `{base}`" if merged else f"full model `{im.name}`"
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-             f"# {Path(str(im.name)).name or im.name}", "",
-             f"Preference-tuned with vlmdpo {__version__}: {how}, saved in {dtype}.", "",
-             "## Usage", "", "```python", f"from transformers import {auto}, {proc}",
-             f'model = {auto}.from_pretrained("PATH")', f'processor = {proc}.from_pretrained("PATH")', "```", "",
-             "## Training config", ""]
-    if cfg:
-        lines += ["```yaml", yaml.safe_dump(cfg, sort_keys=False).strip(), "```", ""]
-    else:
-        lines += [f"No {TRAIN_CONFIG_FILE} was found next to the model.", ""]
-    for title, values in card_sections(im.model_dir).items():
-        if values:
-            lines += [f"## {title}", "", _table(values), ""]
-        elif title == "Evaluation":
-            lines += ["## Evaluation", "", "No eval results were found next to the model (run `vlmdpo eval`).", ""]
-    return "\n".join(lines)
+    return card_text(name=str(im.name), base=base, train_config=im.train_config, is_vlm=im.is_vlm,
+                     model_dir=im.model_dir, how=f"{how}, saved in {dtype}")
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -179,7 +57,7 @@ def _saved_dtype_of(name: str | None) -> str | None:
     """The dtype recorded in a local base model's config.json (float32 loading overwrites it in memory)."""
     if not name or not (Path(name) / "config.json").is_file():
         return None
-    data = _read_json(Path(name) / "config.json") or {}
+    data = read_json(Path(name) / "config.json") or {}
     return data.get("dtype") or data.get("torch_dtype")
 
 
@@ -211,7 +89,7 @@ def _set_aside(out: Path) -> Path | None:
     (listed in its manifest) are removed; anything else is moved to a sibling `<out>.replaced-N`."""
     if not out.exists():
         return None
-    listed = _read_json(out / MANIFEST) if out.is_dir() else None
+    listed = read_json(out / MANIFEST) if out.is_dir() else None
     if isinstance(listed, list) and out.is_dir():
         mine = {out / name for name in listed} | {out / MANIFEST}
         if all(p in mine for p in out.rglob("*") if p.is_file()):
@@ -238,9 +116,10 @@ def export_model(model: str, out: str | Path, *, base: str | None = None, dtype:
     _refuse_inputs_inside(out, _local_inputs(model, base))
     im = load_for_inference(model, base=base, dtype=torch.float32, device=device)
     _refuse_inputs_inside(out, _local_inputs(im.model_dir, im.base_name))
-    saved = _saved_dtype_of(im.base_name if im.kind == "adapter" else (str(im.model_dir) if im.model_dir else None))
+    on_base = im.kind in ("adapter", "checkpoint")  # a checkpoint's tensors sit on its run's base
+    saved = _saved_dtype_of(im.base_name if on_base else (str(im.model_dir) if im.model_dir else None))
     target = target_dtype(dtype, im.train_config, saved)
-    merged = im.kind == "adapter"
+    merged = hasattr(im.model, "merge_and_unload")  # LoRA (an adapter, or a LoRA run's checkpoint)
     plain = im.model.merge_and_unload() if merged else im.model
     plain = plain.to(target)
     # the end-of-turn token must stop generation in plain transformers too, not only in vlmdpo chat
@@ -258,8 +137,10 @@ def export_model(model: str, out: str | Path, *, base: str | None = None, dtype:
         im.processor.save_pretrained(str(tmp))
         dtype_name = str(target).replace("torch.", "")
         (tmp / "README.md").write_text(model_card(im, merged=merged, dtype=dtype_name), encoding="utf-8")
-        if (im.model_dir is not None) and (_find(im.model_dir, (TRAIN_CONFIG_FILE,)) is not None):
-            shutil.copyfile(_find(im.model_dir, (TRAIN_CONFIG_FILE,)), tmp / TRAIN_CONFIG_FILE)
+        for name in (TRAIN_CONFIG_FILE, CURVES_FILE):  # the card shows the curves image beside it
+            found = find_run_file(im.model_dir, (name,))
+            if found is not None:
+                shutil.copyfile(found, tmp / name)
         written = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         (tmp / MANIFEST).write_text(json.dumps(written, indent=1), encoding="utf-8")
         sync_tree(tmp)

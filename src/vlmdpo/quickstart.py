@@ -40,7 +40,8 @@ def quickstart_config(out: Path, overrides: Sequence[str] | dict[str, Any] = ())
 
     data = out / "data"
     paths = {"dataset": str(data / "train.jsonl"), "eval_dataset": str(data / "val.jsonl"),
-             "test_dataset": str(data / "test.jsonl"), "output_dir": str(out / "model")}
+             "test_dataset": str(data / "test.jsonl"), "output_dir": str(out / "model"),
+             "overwrite_output_dir": True}  # rerunning the quickstart retrains its own model
     extra = dict(overrides) if isinstance(overrides, dict) else parse_overrides(overrides)
     return load_config(recipe_path(), {**paths, **extra})
 

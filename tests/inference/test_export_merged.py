@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from inference_helpers import make_adapter, write_image
-from vlmdpo.export import export_model, last_metrics, target_dtype
+from vlmdpo.card import last_metrics
+from vlmdpo.export import export_model, target_dtype
 from vlmdpo.inference import ModelDirError, load_for_inference, user_message
 
 # one family per kind of vision input: pixel_attention_mask, image_grid_thw + mRoPE, image_sizes, token_type_ids
@@ -107,7 +108,7 @@ def test_model_card_carries_config_data_stats_and_eval_results(tmp_path: Path):
 
 
 def test_card_sections_fall_back_to_metrics_log_and_training_eval(tmp_path: Path):
-    from vlmdpo.export import card_sections
+    from vlmdpo.card import card_sections
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.69}\n{"step": 2, "loss": 0.5}\n')
     assert card_sections(tmp_path) == {"Data": {}, "Final training metrics": {"step": 2, "loss": 0.5}, "Evaluation": {}}

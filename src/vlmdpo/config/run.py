@@ -48,6 +48,12 @@ class RunKeys(Keys):
     """Continue a run: auto (or true) = the latest checkpoint in output_dir, or a checkpoint folder."""
     resume_allow_changes: list[str] = []
     """Settings that may differ from the checkpoint's run on resume, e.g. [learning_rate] after a NaN: applied and listed; any other difference (model, data, seed, batch, schedule, loss) is refused."""
+    overwrite_output_dir: bool = hf(False, "overwrite_output_dir")
+    """Train a new run into an output_dir that holds a previous run's files (its checkpoints of the same steps, metrics and model are replaced); without it (or resume_from_checkpoint) that is an error."""
+    push_to_hub: bool = hf(False, "push_to_hub")
+    """After training, upload the final model (adapter or full) with its model card to the hub repo hub_model_id (needs network and a token: HF_TOKEN or `hf auth login`)."""
+    hub_model_id: str | None = hf(None, "hub_model_id")
+    """Hub repo for push_to_hub, as owner/name (created if missing)."""
 
     @field_validator("report_to")
     @classmethod
@@ -83,6 +89,8 @@ class RunKeys(Keys):
             if not any(importlib.util.find_spec(m) for m in TRACKER_PACKAGE[name]):
                 problems.append(f"report_to: {name} is not installed; pip install {TRACKER_PACKAGE[name][0]}, "
                                 "or set report_to: none")
+        if self.push_to_hub and not self.hub_model_id:
+            problems.append("push_to_hub: needs hub_model_id (owner/name of the hub repo to upload to)")
         if self.resume_from_checkpoint not in (None, "auto") and not Path(self.resume_from_checkpoint).is_dir():
             problems.append(f"resume_from_checkpoint: folder '{self.resume_from_checkpoint}' does not exist; "
                             "give a checkpoint folder or 'auto' (latest checkpoint in output_dir)")

@@ -149,6 +149,7 @@ def run_eval(config: Any = None, *, overrides: Sequence[str] | dict[str, Any] = 
     config: a training YAML / TrainConfig / dict (its output_dir is the tuned model, its
     model_name_or_path the base, its test_dataset the data); `model`, `base`, `dataset` override those.
     """
+    from vlmdpo.card import find_run_file
     from vlmdpo.data.load import load_preferences
     from vlmdpo.inference import load_for_inference
     from vlmdpo.train.metrics import read_metrics
@@ -231,7 +232,8 @@ def run_eval(config: Any = None, *, overrides: Sequence[str] | dict[str, Any] = 
                     row[f"{label}_correct"] = graded[label][j].correct
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     examples = _examples(recs, graded, n_examples) if generate else []
-    metrics_rows = read_metrics(model_dir / "metrics.jsonl")
+    # a checkpoint-N's run log is in its parent, the output_dir
+    metrics_rows = read_metrics(find_run_file(model_dir, ("metrics.jsonl",)) or model_dir / "metrics.jsonl")
     report = write_report(out, summary=summary, metrics_rows=metrics_rows, examples=examples,
                           title=f"vlmdpo eval: {model_dir.name} vs {base_name}")
     say(f"wrote {report} (and eval.json, answers.jsonl)")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmdpo import atomic
+from vlmdpo.hub import push_run
 from vlmdpo.train.checkpoint import load_weights
 from vlmdpo.types import Dropped
 from vlmdpo.train.metrics import read_metrics
@@ -63,6 +64,9 @@ def finish(run: Run, progress: Progress) -> TrainResult:
     if run.cfg.report_to:
         acc.end_training()
     acc.wait_for_everyone()
+    if run.is_main and run.cfg.push_to_hub:  # after everything is saved: a failed upload loses nothing
+        push_run(run.out, run.cfg.hub_model_id, run.cfg.model_dump(), is_peft=run.bundle.is_peft,
+                 is_vlm=run.bundle.is_vlm, say=run.say)
     return result
 
 

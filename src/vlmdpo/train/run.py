@@ -20,6 +20,7 @@ from vlmdpo.train import stages
 from vlmdpo.train.fingerprint import data_identity, describe, differences, fingerprint
 from vlmdpo.train.data import EncodedPairs, StepBatch, make_collate, make_loader, to_device
 from vlmdpo.types import Dropped
+from vlmdpo.train.output_dir import check_output_dir
 from vlmdpo.train.metrics import MetricsLog
 from vlmdpo.train.refcache import cache_key, default_cache_dir
 from vlmdpo.train.schedule import StepPlan, build_optimizer, build_scheduler, epoch_batches, plan_steps, shard
@@ -124,6 +125,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
                           find_unused_parameters=bool(cfg.ddp_find_unused_parameters))])
     main = acc.is_main_process
     say = (echo or stages.stderr) if main else (lambda _msg: None)
+    check_output_dir(cfg, out)
     if main:
         _writable(out)
     set_seed(cfg.seed)
