@@ -11,6 +11,8 @@ class DataKeys(Keys):
 
     dataset: str | list[str] | None = peer(None, trl="~dataset_name", llamafactory="dataset")
     """Training pairs: a file, a folder, a Hub dataset name, or a list of those."""
+    dataset_dir: str = peer("data", llamafactory="dataset_dir")
+    """Folder whose dataset_info.json names datasets (LLaMA-Factory's registry): a dataset that is no file or folder is looked up there."""
     format: str = "auto"
     """Record format (trl, sharegpt, alpaca, swift, rlaifv, rlhfv; see docs/FORMATS.md); auto detects it per file."""
     image_root: str | None = peer(None, llamafactory="media_dir")
