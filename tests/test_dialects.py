@@ -110,11 +110,12 @@ def lf_project(tmp_path, monkeypatch) -> Path:
 
 
 def _error(capsys) -> str:
-    """The error as printed: one `error:` line, or a data source error under "cannot read the data:"."""
+    """The error as printed: one `error:` message (a config's problems are listed under it), or a data
+    source error under "cannot read the data:"; never a traceback."""
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:") or "field 'dataset'" in line]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+    heads = [line for line in err.splitlines() if line.startswith(("error:", "cannot read the data:"))]
+    assert len(heads) == 1 and "Traceback" not in err, err
+    return err[err.index(heads[0]):]
 
 
 def test_llamafactory_dpo_yaml_trains_as_it_is(lf_project, capsys):
@@ -127,6 +128,7 @@ def test_llamafactory_dpo_yaml_trains_as_it_is(lf_project, capsys):
     out = lf_project / "saves" / "tiny" / "lora" / "dpo"
     saved = yaml.safe_load((out / "vlmdpo_config.yaml").read_text())
     assert saved["beta"] == 0.1 and saved["lora_target"] == "all-linear" and saved["max_length"] == 1024
+    assert saved["lora_alpha"] == 8  # LLaMA-Factory's default: 2 x lora_rank
     assert (out / "adapter_config.json").exists()
 
 
@@ -158,6 +160,7 @@ def test_trl_dpoconfig_yaml_trains_as_it_is(tmp_path, monkeypatch, capsys):
     ({"dataset": "nope"}, "not a file or folder, and not a dataset registered in data/dataset_info.json "
                           "(registered: alpaca_sft, shapes_dpo)"),
     ({"bf16": True}, "bf16: true but no CUDA GPU is available"),
+    ({"eval_steps": 1}, "eval_steps: 1 but there is no evaluation data; set eval_dataset or val_size, or remove"),
     ({"cutoff_len": 512, "max_length": 256}, "cutoff_len / max_length: both set max_length; keep one"),
 ])
 def test_llamafactory_error_is_one_line(lf_project, capsys, change, expected):

@@ -69,22 +69,26 @@ def _use_peft(value: Any) -> Any:
 
 
 def _stage(value: Any) -> None:
+    """only dpo; sft, kto, ppo, rm, pt are refused (use LLaMA-Factory for those stages)"""
     if value != "dpo":
         raise DialectError(f"stage: {value} is not trained here; vlmdpo trains preference pairs (DPO family, "
                            "stage: dpo); use LLaMA-Factory for that stage")
 
 
 def _do_train(value: Any) -> None:
+    """true is ignored; false is refused"""
     if value is False:
         raise DialectError("do_train: false asks for no training; remove it (`vlmdpo eval` evaluates a model)")
 
 
 def _optim(value: Any) -> None:
+    """adamw_* is ignored (vlmdpo uses AdamW); other optimizers are refused"""
     if not str(value).startswith("adamw"):
         raise DialectError(f"optim: {value} is not available here; vlmdpo uses AdamW (remove optim)")
 
 
 def _quantization_bit(value: Any) -> None:
+    """4 makes finetuning_type qlora; other widths are refused"""
     if value not in (None, 4):
         raise DialectError(f"quantization_bit: {value} is not available here; use quantization_bit: 4 "
                            "(finetuning_type: qlora) or remove it")
@@ -94,10 +98,12 @@ def _refuse(key: str, fix: str) -> Callable[[Any], None]:
     def check(value: Any) -> None:
         if value not in (None, False, "", []):
             raise DialectError(f"{key}: is not available here; {fix}")
+    check.__doc__ = f"refused: {fix}"
     return check
 
 
 def _split(value: Any) -> None:
+    """train is ignored; another split is refused (save it to a file)"""
     if value not in (None, "train"):
         raise DialectError(f"dataset_train_split: {value} is not available here; save that split to a file "
                            "(Dataset.to_json) and give it as dataset")
@@ -114,14 +120,15 @@ LLAMAFACTORY: dict[str, Alias] = {
                      _comma_list),
     "eval_dataset": Alias("eval_dataset", "as dataset", _comma_list),
     "dataset_dir": Alias("dataset_dir"),
-    "media_dir": Alias("image_root", "default: the data file's folder (LLaMA-Factory: dataset_dir)"),
+    "media_dir": Alias("image_root", "unset: dataset_dir for a dataset named in dataset_info.json (as "
+                                     "LLaMA-Factory), else the data file's folder"),
     "val_size": Alias("val_size"),
     "cutoff_len": Alias("max_length", "over it, completions are cut (never image tokens) or the pair dropped"),
     "preprocessing_num_workers": Alias("dataset_num_proc"),
     "finetuning_type": Alias("finetuning_type", "freeze -> full with freeze_* keys", _finetuning_type),
     "quantization_bit": Alias("finetuning_type", "4 -> qlora; other widths are refused", None),
     "lora_rank": Alias("lora_rank"),
-    "lora_alpha": Alias("lora_alpha", "LLaMA-Factory's default is 2 x lora_rank; ours 32"),
+    "lora_alpha": Alias("lora_alpha", "unset in a file with `stage`: 2 x lora_rank, as LLaMA-Factory"),
     "lora_dropout": Alias("lora_dropout"),
     "lora_target": Alias("lora_target", "all -> all-linear; \"q_proj,v_proj\" -> a list", _lora_target),
     "freeze_vision_tower": Alias("freeze_vision_tower"),
@@ -252,6 +259,10 @@ def translate(values: Mapping[str, Any], ours: Mapping[str, Any]) -> Translation
         _put(out, origin, key, alias.ours, value)
         if key != alias.ours:
             out.renamed.append(f"{key} -> {alias.ours}")
+    rank = out.values.get("lora_rank")
+    if "stage" in values and "lora_alpha" not in out.values and isinstance(rank, int):
+        out.values["lora_alpha"] = 2 * rank  # LLaMA-Factory's default; ours would be 32 whatever the rank
+        out.renamed.append(f"lora_alpha: {2 * rank} (2 x lora_rank, LLaMA-Factory's default)")
     return out
 
 
