@@ -10,7 +10,9 @@ class DataKeys(Keys):
     """Data: the preference pairs, how they are checked, and where outputs go."""
 
     dataset: str | list[str] | None = peer(None, trl="~dataset_name", llamafactory="dataset")
-    """Training pairs: a file, a folder, a Hub dataset name, or a list of those."""
+    """Training pairs: a file, a folder, a name in dataset_dir's dataset_info.json, a Hub dataset, or a list."""
+    dataset_dir: str = peer("data", llamafactory="dataset_dir")
+    """Folder whose dataset_info.json registers dataset names (as in LLaMA-Factory; ONLINE = the hub)."""
     format: str = "auto"
     """Record format (trl, sharegpt, alpaca, swift, rlaifv, rlhfv; see docs/FORMATS.md); auto detects it per file."""
     image_root: str | None = peer(None, llamafactory="media_dir")

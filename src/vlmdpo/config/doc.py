@@ -9,6 +9,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from vlmdpo.config.dialects import CHECKED, DIALECTS, IGNORED
 from vlmdpo.config.train_config import GROUPS
 from vlmdpo.losses import LOSS_SPECS
 
@@ -89,12 +90,31 @@ def losses_section() -> list[str]:
     return lines + [""]
 
 
+def dialects_section() -> list[str]:
+    """Their key -> ours, from config/dialects.py."""
+    lines = [
+        "## LLaMA-Factory and TRL configs", "",
+        "A LLaMA-Factory DPO YAML or a TRL `DPOConfig` YAML runs as it is: their keys are read as ours",
+        "(`vlmdpo train` prints the translations in one line), keys that do not apply here are named in one",
+        "warning, and keys asking for something vlmdpo does not do are an error that says what to use instead.", "",
+    ]
+    for dialect, table in DIALECTS.items():
+        lines += [f"### {dialect}", "", _row(f"{dialect} key", "vlmdpo key", "difference"), _row(*["---"] * 3)]
+        lines += [_row(f"`{key}`", f"`{alias.ours}`", alias.meaning) for key, alias in table.items()]
+        lines.append("")
+    lines += ["### Checked and refused keys", "", _row("key", "what happens"), _row(*["---"] * 2)]
+    lines += [_row(f"`{key}`", (check.__doc__ or "").strip()) for key, check in CHECKED.items()]
+    lines += ["", "Ignored (named in the warning): " + ", ".join(f"`{k}`" for k in sorted(IGNORED)) + ".", ""]
+    return lines
+
+
 def config_markdown() -> str:
     """The whole of docs/CONFIG.md."""
     lines = [INTRO]
     for group in GROUPS:
         lines += keys_section(group)
     lines += losses_section()
+    lines += dialects_section()
     return "\n".join(lines)
 
 

@@ -1,13 +1,15 @@
 """Reading a config: YAML file + key=value overrides -> `TrainConfig`, or one `ConfigError` listing every problem."""
 from __future__ import annotations
 
+import difflib
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 from pydantic import ValidationError
 
-from vlmdpo.config.base import closest
+from vlmdpo.config.dialects import HINTS, DialectError, aliases, translate
 from vlmdpo.config.train_config import TrainConfig
 from vlmdpo.errors import FixableError
 
@@ -16,9 +18,27 @@ class ConfigError(FixableError):
     """A bad config: the message is meant for the user as is."""
 
 
+def _words_match(word: str, choice: str) -> bool:
+    """Each word of `word` is close to a word of `choice` (so `max_samples` is not `max_steps`)."""
+    theirs = choice.split("_")
+    return all(difflib.get_close_matches(w, theirs, n=1, cutoff=0.75) for w in word.split("_") if w)
+
+
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = closest(word, choices)
-    return f"; did you mean '{close}'?" if close else ""
+    """"; did you mean 'x'?" for a key that is a likely typo of one of `choices` (ours and their aliases)."""
+    if word in HINTS:
+        return f"; {HINTS[word]}"
+    close = [c for c in difflib.get_close_matches(word, list(choices), n=5, cutoff=0.6)
+             if _words_match(word, c) or difflib.SequenceMatcher(None, word, c).ratio() >= 0.85]
+    if not close:
+        return ""
+    alias = aliases().get(close[0])
+    also = f" ({alias.ours})" if alias and alias.ours != close[0] else ""
+    return f"; did you mean '{close[0]}'{also}?"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
@@ -56,7 +76,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def build_config(values: dict[str, Any], *, source: str = "config",
                  override_keys: Sequence[str] = ()) -> TrainConfig:
     """Validate a dict into a TrainConfig; every problem is listed in one ConfigError."""
-    known = list(TrainConfig.model_fields)
+    known = list(TrainConfig.model_fields) + [k for k in aliases() if k not in TrainConfig.model_fields]
     unknown = []
     for key in values:
         if key not in TrainConfig.model_fields:
@@ -70,13 +90,28 @@ def build_config(values: dict[str, Any], *, source: str = "config",
         raise ConfigError(_format_errors(e, source)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] | dict[str, Any] = ()) -> TrainConfig:
-    """YAML file (optional) + overrides (list of key=value, or a dict) -> TrainConfig."""
-    values = read_yaml(path) if path is not None else {}
-    extra = dict(overrides) if isinstance(overrides, dict) else parse_overrides(overrides)
-    values.update(extra)
+def load_config(path: str | Path | None = None, overrides: Sequence[str] | dict[str, Any] = (), *,
+                say: Callable[[str], None] = _stderr) -> TrainConfig:
+    """YAML file (optional) + overrides (list of key=value, or a dict) -> TrainConfig.
+
+    LLaMA-Factory and TRL key names are translated first (config/dialects.py); `say` gets one line
+    naming the translations and one naming the keys that do not apply here.
+    """
     source = str(path) if path is not None else "config"
-    return build_config(values, source=source, override_keys=list(extra))
+    raw = read_yaml(path) if path is not None else {}
+    extra = dict(overrides) if isinstance(overrides, dict) else parse_overrides(overrides)
+    try:  # each part alone, so an override wins over the file whichever name either uses
+        parts = [translate(raw, TrainConfig.model_fields), translate(extra, TrainConfig.model_fields)]
+    except DialectError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    values = {**parts[0].values, **parts[1].values}
+    renamed = parts[0].renamed + parts[1].renamed
+    ignored = parts[0].ignored + parts[1].ignored
+    if renamed:
+        say(f"config: read as vlmdpo keys: {', '.join(renamed)}")
+    if ignored:
+        say(f"config: warning: these keys do not apply to vlmdpo and are ignored: {', '.join(ignored)}")
+    return build_config(values, source=source, override_keys=list(parts[1].values))
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -16,6 +16,8 @@ class ModelKeys(Keys):
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flex_attention"] | None = peer(
         None, trl="attn_implementation", llamafactory="~flash_attn")
     """Attention kernel; null lets transformers choose."""
+    template: str | None = peer(None, llamafactory="template")
+    """LLaMA-Factory chat template name, checked against the model's family (the model's own template is used)."""
     trust_remote_code: bool = peer(False, llamafactory="trust_remote_code")
     """Allow model code from the Hub repository to run (only for repositories you trust)."""
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import field_validator
 
@@ -40,8 +41,8 @@ class OptimKeys(Keys):
     """Clip the gradient norm to this value; null turns clipping off."""
     weight_decay: float = hf(0.0, "weight_decay")
     """AdamW weight decay."""
-    bf16: bool = hf(False, "bf16")
-    """bfloat16 mixed precision."""
+    bf16: bool | Literal["auto"] = hf(False, "bf16")
+    """bfloat16 mixed precision; auto = bf16 where the device supports it, else float32."""
     fp16: bool = hf(False, "fp16")
     """float16 mixed precision (with a loss scaler)."""
     seed: int = hf(42, "seed")

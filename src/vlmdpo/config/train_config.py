@@ -25,6 +25,9 @@ class TrainConfig(FastKeys, RunKeys, OptimKeys, EncodingKeys, TrainableKeys, Los
         problems = [line for group in GROUPS for line in group.problems(self)]
         if self.early_stopping_patience and not self.has_eval_data:
             problems.append("early_stopping_patience: needs evaluation data; set eval_dataset or val_size")
+        if self.eval_steps and not self.has_eval_data:
+            problems.append(f"eval_steps: {self.eval_steps} but there is no evaluation data; set eval_dataset or "
+                            "val_size, or remove eval_steps")
         if problems:
             raise ValueError("\n".join(problems))
         # Derived defaults are filled in but not marked as set by the user, so that

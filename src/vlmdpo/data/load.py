@@ -54,7 +54,8 @@ class PreferenceStream:
     def __init__(self, source: Any, *, format: str = "auto", image_root: str | Path | None = None,
                  allow_remote_images: bool = False, on_invalid: str = "error",
                  rejected_rows_path: str | Path | None = None, check_images: str = "header",
-                 dataset_info: Any = None, split: str = "train", image_path_map: dict[str, str] | None = None):
+                 dataset_info: Any = None, split: str = "train", image_path_map: dict[str, str] | None = None,
+                 dataset_dir: str | Path | None = None):
         if on_invalid not in ON_INVALID:
             raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
         self.format = canonical_format_name(format)
@@ -64,7 +65,8 @@ class PreferenceStream:
         self.on_invalid = on_invalid
         self.rejected_rows_path = Path(rejected_rows_path) if rejected_rows_path else None
         self.checker = ImageChecker(check_images, allow_remote=allow_remote_images)
-        self.sources: list[SourceFile] = open_sources(source, split=split, dataset_info=dataset_info)
+        self.sources: list[SourceFile] = open_sources(source, split=split, dataset_info=dataset_info,
+                                                     dataset_dir=dataset_dir)
         self.formats: dict[str, str] = {}
         self.notes: list[str] = []
         self.n_read = self.n_kept = self.n_skipped = 0
@@ -199,25 +201,27 @@ def iter_preferences(source: Any, *, format: str = "auto", image_root: str | Pat
                      allow_remote_images: bool = False, on_invalid: str = "error",
                      rejected_rows_path: str | Path | None = None, check_images: str = "header",
                      max_errors: int = 50, dataset_info: Any = None, split: str = "train",
-                     image_path_map: dict[str, str] | None = None) -> PreferenceStream:
+                     image_path_map: dict[str, str] | None = None, dataset_dir: str | Path | None = None
+                     ) -> PreferenceStream:
     """Stream records and row errors; see PreferenceStream. `max_errors` is unused here (listing cap)."""
     return PreferenceStream(source, format=format, image_root=image_root, allow_remote_images=allow_remote_images,
                             on_invalid=on_invalid, rejected_rows_path=rejected_rows_path,
                             check_images=check_images, dataset_info=dataset_info, split=split,
-                            image_path_map=image_path_map)
+                            image_path_map=image_path_map, dataset_dir=dataset_dir)
 
 
 def load_preferences(source: Any, *, format: str = "auto", image_root: str | Path | None = None,
                      allow_remote_images: bool = False, on_invalid: str = "error",
                      rejected_rows_path: str | Path | None = None, check_images: str = "header",
                      max_errors: int = 50, dataset_info: Any = None, split: str = "train",
-                     image_path_map: dict[str, str] | None = None) -> LoadResult:
+                     image_path_map: dict[str, str] | None = None, dataset_dir: str | Path | None = None
+                     ) -> LoadResult:
     """Every valid record of `source`. With on_invalid="error" any invalid row raises DataError
     (all rows are still read so every problem is listed; `max_errors` caps how many are printed)."""
     stream = iter_preferences(source, format=format, image_root=image_root, allow_remote_images=allow_remote_images,
                               on_invalid=on_invalid, rejected_rows_path=rejected_rows_path,
                               check_images=check_images, dataset_info=dataset_info, split=split,
-                            image_path_map=image_path_map)
+                              image_path_map=image_path_map, dataset_dir=dataset_dir)
     records: list[PreferenceRecord] = []
     errors: list[RowError] = []
     for item in stream:

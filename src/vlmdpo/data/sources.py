@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from vlmdpo.data.formats.llamafactory import Spec, entry_for_file, load_dataset_info
+from vlmdpo.data.formats.llamafactory import Spec, entry_for_file, load_dataset_info, parse_entry
 from vlmdpo.data.validate import DataError
 from vlmdpo.types import RowError
 
@@ -42,7 +42,10 @@ class SourceFile:
     spec: Spec | None = None  # LLaMA-Factory dataset_info entry for this file
 
 
-def open_sources(source: Any, *, split: str = "train", dataset_info: Any = None) -> list[SourceFile]:
+def open_sources(source: Any, *, split: str = "train", dataset_info: Any = None,
+                 dataset_dir: str | os.PathLike | None = None) -> list[SourceFile]:
+    """`dataset_dir`: a name that is no file or folder is looked up in its dataset_info.json, as
+    LLaMA-Factory does (its "ONLINE" means the hub)."""
     info = _explicit_info(dataset_info)
     if _is_dataset(source):
         return [_dataset_source(source, "<dataset>", "dataset", split, info)]
@@ -54,9 +57,12 @@ def open_sources(source: Any, *, split: str = "train", dataset_info: Any = None)
             return [SourceFile("<rows>", "rows", None, lambda: enumerate(rows, 1), _spec_for(info, "<rows>"))]
         out: list[SourceFile] = []
         for item in source:
-            out.extend(open_sources(item, split=split, dataset_info=dataset_info))
+            out.extend(open_sources(item, split=split, dataset_info=dataset_info, dataset_dir=dataset_dir))
         return out
     if isinstance(source, (str, os.PathLike)):
+        registry = _registry(str(source), dataset_dir)
+        if registry is not None:
+            return named_sources(str(source), *registry, split=split)
         return _path_sources(str(source), split, info)
     raise _source_error(repr(source)[:60], f"cannot read data from a {type(source).__name__}",
                         "pass a file or folder path, a hub dataset name, a list of row dicts or a datasets.Dataset")
@@ -104,6 +110,52 @@ def _path_sources(text: str, split: str, info: tuple[Mapping, str] | None) -> li
     if _HUB_NAME.match(text) and not text.lower().endswith(DATA_SUFFIXES):
         return [_hub_source(text, split, info)]
     raise _source_error(text, "no such file or folder", "check the path (relative paths are from the current folder)")
+
+
+def _registry(name: str, dataset_dir: str | os.PathLike | None) -> tuple[Mapping, Path] | None:
+    """(dataset_info, its path) when `name` is to be looked up there: not an existing path, and
+    dataset_dir holds a dataset_info.json."""
+    if dataset_dir is None or str(dataset_dir) == "ONLINE" or Path(name).exists():
+        return None
+    path = Path(dataset_dir) / INFO_NAME
+    if not path.is_file():
+        return None
+    try:
+        return load_dataset_info(path), path
+    except ValueError as exc:
+        raise _source_error(str(path), str(exc), "fix that dataset_info.json") from None
+
+
+def named_sources(name: str, info: Mapping, info_path: Path, *, split: str = "train") -> list[SourceFile]:
+    """The sources of dataset_info.json's entry `name`: its file or folder under dataset_dir (images
+    resolve against dataset_dir, LLaMA-Factory's media_dir default), or its hf_hub_url."""
+    entry = info.get(name)
+    if not isinstance(entry, Mapping):
+        names = ", ".join(sorted(info)) or "none"
+        raise _source_error(name, f"not a file or folder, and not a dataset registered in {info_path} "
+                            f"(registered: {names})",
+                            f"name a registered dataset, give a file or folder path, or set dataset_dir: ONLINE "
+                            "to load it from the hub")
+    origin = f"{info_path} entry {name!r}"
+    try:
+        spec = parse_entry(entry, origin)
+    except ValueError as exc:
+        raise _source_error(str(info_path), str(exc), "fix the entry (see LLaMA-Factory's data/README)") from None
+    if not entry.get("ranking"):
+        raise _source_error(name, f"{origin} is not preference data (it lacks \"ranking\": true: an SFT dataset)",
+                            "name an entry with chosen/rejected answers and \"ranking\": true")
+    if entry.get("hf_hub_url"):
+        src = _hub_source(str(entry["hf_hub_url"]), str(entry.get("split", split)), None)
+        return [replace(src, spec=spec)]
+    if not entry.get("file_name"):
+        raise _source_error(name, f"{origin} has no file_name or hf_hub_url (other sources are not supported)",
+                            "download the data and set file_name to it")
+    root = info_path.parent
+    path = root / str(entry["file_name"])
+    if not path.exists():
+        raise _source_error(name, f"{origin}: file_name {path} does not exist", "fix file_name or add the file")
+    found = _path_sources(str(path), split, None)
+    return [replace(src, spec=spec, base_dir=root.resolve()) for src in found]
 
 
 def _info_beside(folder: Path) -> tuple[Mapping, str] | None:

@@ -22,6 +22,7 @@ from vlmdpo.train.data import EncodedPairs, StepBatch, make_collate, make_loader
 from vlmdpo.types import Dropped
 from vlmdpo.train.output_dir import check_output_dir
 from vlmdpo.train.metrics import MetricsLog
+from vlmdpo.train.preflight import preflight
 from vlmdpo.train.refcache import cache_key, default_cache_dir
 from vlmdpo.train.schedule import StepPlan, build_optimizer, build_scheduler, epoch_batches, plan_steps, shard
 from vlmdpo.train.step import RefSource
@@ -119,7 +120,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     out = Path(cfg.output_dir)
-    precision = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
+    precision = preflight(cfg)  # bf16/fp16 the device lacks, a template for another family: errors
     acc = Accelerator(mixed_precision=precision, log_with=cfg.report_to or None, project_dir=str(out),
                       kwargs_handlers=[DistributedDataParallelKwargs(
                           find_unused_parameters=bool(cfg.ddp_find_unused_parameters))])
@@ -133,6 +134,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     train_recs, eval_recs = stages.load_records(
         cfg.dataset, cfg.eval_dataset, val_size=cfg.val_size, seed=cfg.seed, out=out, say=say, is_main=main,
         read=dict(format=cfg.format, image_root=cfg.image_root, image_path_map=cfg.image_path_map,
+                  dataset_dir=cfg.dataset_dir,
                   allow_remote_images=cfg.allow_remote_images,
                   on_invalid=cfg.on_invalid, check_images=cfg.check_images))
     from vlmdpo import inference
