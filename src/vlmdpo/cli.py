@@ -107,12 +107,11 @@ def _run_data_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_data_convert(args: argparse.Namespace) -> int:
+def _run_data_convert(args: argparse.Namespace) -> str:
     from vlmdpo.data.convert import convert_source
 
     out = convert_source(_source(args.paths), args.output, to=args.to, progress=_progress(), **load_kwargs(args))
-    print(f"wrote {out}")
-    return EXIT_OK
+    return f"wrote {out}"
 
 
 # ------------------------------------------------------------------------ chat / compare / export
@@ -179,18 +178,18 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_export)
 
 
-def _run_export(args: argparse.Namespace) -> int:
+def _run_export(args: argparse.Namespace) -> int | str:
     from vlmdpo.export import export_model
 
     result = export_model(args.model, args.output, base=args.base, dtype=args.dtype, force=args.force)
     what = "merged LoRA into the base" if result.merged else "saved the full model"
     aside = f"; what was there before is now in {result.moved_aside}" if result.moved_aside else ""
     print(f"{what}; wrote {result.path} ({result.dtype}){aside}")
-    if args.push_to_hub:
-        from vlmdpo.hub import push_folder
+    if not args.push_to_hub:
+        return EXIT_OK
+    from vlmdpo.hub import push_folder
 
-        print(f"uploaded to {push_folder(result.path, args.push_to_hub)}")
-    return EXIT_OK
+    return f"uploaded to {push_folder(result.path, args.push_to_hub)}"
 
 
 # ------------------------------------------------------------------------ demo-data / eval (quickstart)
@@ -309,13 +308,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _run_train(args: argparse.Namespace) -> str:
     from vlmdpo.api import train
     from vlmdpo.config import parse_overrides
 
     result = train(args.config, **parse_overrides(args.overrides))
-    print(f"done: {result.global_step} steps; model, metrics.jsonl and training_curves.png in {result.output_dir}")
-    return EXIT_OK
+    return f"done: {result.global_step} steps; model, metrics.jsonl and training_curves.png in {result.output_dir}"
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_quickstart, _add_data, _add_train, _add_eval,
@@ -342,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(rewrite_train(list(sys.argv[1:] if argv is None else argv)))
     try:
-        return int(args.func(args) or 0)
+        done = args.func(args)
+        if isinstance(done, str):  # a command's closing line
+            print(done)
+            return EXIT_OK
+        return int(done or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -200,28 +200,21 @@ def _jsonable(value: Any) -> Any:
 def iter_preferences(source: Any, *, format: str = "auto", image_root: str | Path | None = None,
                      allow_remote_images: bool = False, on_invalid: str = "error",
                      rejected_rows_path: str | Path | None = None, check_images: str = "header",
-                     max_errors: int = 50, dataset_info: Any = None, split: str = "train",
+                     dataset_info: Any = None, split: str = "train",
                      image_path_map: dict[str, str] | None = None, dataset_dir: str | Path | None = None
                      ) -> PreferenceStream:
-    """Stream records and row errors; see PreferenceStream. `max_errors` is unused here (listing cap)."""
+    """Stream records and row errors; see PreferenceStream."""
     return PreferenceStream(source, format=format, image_root=image_root, allow_remote_images=allow_remote_images,
                             on_invalid=on_invalid, rejected_rows_path=rejected_rows_path,
                             check_images=check_images, dataset_info=dataset_info, split=split,
                             image_path_map=image_path_map, dataset_dir=dataset_dir)
 
 
-def load_preferences(source: Any, *, format: str = "auto", image_root: str | Path | None = None,
-                     allow_remote_images: bool = False, on_invalid: str = "error",
-                     rejected_rows_path: str | Path | None = None, check_images: str = "header",
-                     max_errors: int = 50, dataset_info: Any = None, split: str = "train",
-                     image_path_map: dict[str, str] | None = None, dataset_dir: str | Path | None = None
-                     ) -> LoadResult:
-    """Every valid record of `source`. With on_invalid="error" any invalid row raises DataError
-    (all rows are still read so every problem is listed; `max_errors` caps how many are printed)."""
-    stream = iter_preferences(source, format=format, image_root=image_root, allow_remote_images=allow_remote_images,
-                              on_invalid=on_invalid, rejected_rows_path=rejected_rows_path,
-                              check_images=check_images, dataset_info=dataset_info, split=split,
-                              image_path_map=image_path_map, dataset_dir=dataset_dir)
+def load_preferences(source: Any, *, on_invalid: str = "error", max_errors: int = 50, **options: Any) -> LoadResult:
+    """Every valid record of `source` (`options` as for iter_preferences). With on_invalid="error" any
+    invalid row raises DataError (all rows are still read so every problem is listed; `max_errors`
+    caps how many are printed)."""
+    stream = iter_preferences(source, on_invalid=on_invalid, **options)
     records: list[PreferenceRecord] = []
     errors: list[RowError] = []
     for item in stream:
