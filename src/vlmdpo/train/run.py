@@ -82,7 +82,8 @@ class Run:
     dropped: list[Dropped] = field(default_factory=list)
     ref_cache: stages.RefCacheUse | None = None
     fingerprint: dict = field(default_factory=dict)  # saved in each checkpoint (fingerprint.py)
-    save_steps: int | None = None  # cfg.save_steps where checkpoints can be written (see _checkpoint_every)
+    save_when: str = "no"  # cfg.save_when where checkpoints can be written (see _checkpoint_every)
+    save_steps: int | None = None
 
     @property
     def is_main(self) -> bool:
@@ -182,6 +183,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     # The scheduler is not prepared: accelerate would step it once per process per step.
     model, optimizer = acc.prepare(model, optimizer)
     save_steps = _checkpoint_every(cfg, acc, say)
+    save_when = "no" if _sharded(acc) else cfg.save_when
     state, resumed_from = _resume(cfg, run_print, acc, out, say, model=model, optimizer=optimizer,
                                   scheduler=scheduler)
     bco = RunningMean()
@@ -195,7 +197,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
                scheduler=scheduler, plan=plan, train_ds=train_ds, eval_ds=eval_ds, batching=batching,
                logps_fn=layout.logps_fn, train_ref=refs.train, eval_ref=refs.eval, losses=losses,
                metric_keys=losses.metric_keys(), bco=bco, log=log, state=state, resumed_from=resumed_from,
-               dropped=dropped, ref_cache=refs.cache, fingerprint=run_print, save_steps=save_steps)
+               dropped=dropped, ref_cache=refs.cache, fingerprint=run_print, save_when=save_when, save_steps=save_steps)
 
 
 def _writable(out: Path) -> None:
@@ -209,16 +211,19 @@ def _writable(out: Path) -> None:
                            "set output_dir to a folder you can create and write to") from None
 
 
+def _sharded(acc) -> bool:
+    return str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper() in ("FSDP", "DEEPSPEED")
+
+
 def _checkpoint_every(cfg, acc, say: Say) -> int | None:
     """save_steps as it applies here. Checkpoints hold whole (gathered) tensors; sharded FSDP / DeepSpeed
     state is not written yet: there only the final model is saved, and asking for more is refused."""
-    sharded = str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper() in ("FSDP", "DEEPSPEED")
-    if not sharded:
+    if not _sharded(acc):
         return cfg.save_steps
-    asked = "save_steps" in cfg.model_fields_set and cfg.save_steps
-    if asked or cfg.resume_from_checkpoint or cfg.early_stopping_patience:
-        raise FixableError(f"save_steps / resume_from_checkpoint / early_stopping_patience: checkpoints are not "
-                           f"supported under {acc.distributed_type} yet",
+    asked = ("save_steps" in cfg.model_fields_set and cfg.save_steps) or cfg.save_strategy in ("steps", "epoch")
+    if asked or cfg.resume_from_checkpoint or cfg.early_stopping_patience or cfg.load_best_model_at_end:
+        raise FixableError(f"save_steps / save_strategy / resume_from_checkpoint / early_stopping_patience / "
+                           f"load_best_model_at_end: checkpoints are not supported under {acc.distributed_type} yet",
                            "set save_steps: null (the final model is still saved), or train with DDP")
     if cfg.save_steps:
         say(f"no intermediate checkpoints under {acc.distributed_type} yet (only the final model is saved)")

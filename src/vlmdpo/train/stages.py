@@ -165,14 +165,34 @@ def reference_sources(reference, train_ds: EncodedPairs, eval_ds: EncodedPairs, 
     return References(RefSource(cache=train_cache), RefSource(cache=eval_cache), cache)
 
 
-def early_stopping(state, eval_loss: float, patience: int | None) -> bool:
-    """Track the best eval loss; True when `patience` evaluations in a row did not improve it."""
-    if state.best_eval_loss is None or eval_loss < state.best_eval_loss:
-        state.best_eval_loss = float(eval_loss)
+def track_best(state, metrics: dict[str, float], *, metric: str, greater: bool, patience: int | None,
+               required: bool) -> bool:
+    """Track the best `metric` (and the lowest eval_loss, for the record); True when `patience`
+    evaluations in a row did not improve it. A `required` metric missing from `metrics` is an error."""
+    if state.best_metric is None and metric == "eval_loss":
+        state.best_metric = state.best_eval_loss  # a checkpoint from before best_metric existed
+    loss = metrics.get("eval_loss")
+    if loss is not None and (state.best_eval_loss is None or loss < state.best_eval_loss):
+        state.best_eval_loss = float(loss)
+    if metric not in metrics:
+        if required:
+            raise TrainingError(f"metric_for_best_model: '{metric}' is not an evaluation metric of this run; "
+                                f"use one of {', '.join(sorted(metrics))}")
+        return False
+    value, best = float(metrics[metric]), state.best_metric
+    if best is None or (value > best if greater else value < best):
+        state.best_metric = value
         state.evals_without_improvement = 0
         return False
     state.evals_without_improvement += 1
     return bool(patience) and state.evals_without_improvement >= patience
+
+
+def due(strategy: str, every: int | None, step: int, epoch_done: bool) -> bool:
+    """Whether an eval / save strategy (no, steps, epoch) asks for one after `step`."""
+    if strategy == "steps":
+        return bool(every) and step % every == 0
+    return strategy == "epoch" and epoch_done
 
 
 def epoch_float(state, batches_per_epoch: int) -> float:
