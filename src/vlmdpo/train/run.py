@@ -156,7 +156,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
                      video_fps=cfg.video_fps, video_max_frames=cfg.video_max_frames, video_max_pixels=cfg.video_max_pixels)
     run_print = fingerprint(cfg, data_identity(train_recs, eval_recs))
     train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say,
-                                                      cfg.on_invalid)
+                                                      cfg.on_invalid, num_proc=cfg.dataset_num_proc or 1)
     train_ds, eval_ds = EncodedPairs(train_recs, train_keep, encode), EncodedPairs(eval_recs, eval_keep, encode)
 
     layout = stages.choose_layout(cfg.fast_options(), bundle, acc, say)

@@ -55,9 +55,9 @@ def load_records(dataset: str | list[str], eval_dataset: str | list[str] | None,
     return train, evals
 
 
-def _fit_one(recs: list, encode, acc) -> tuple[list[int], list, list]:
+def _fit_one(recs: list, encode, acc, num_proc: int) -> tuple[list[int], list, list]:
     mine = shard(list(range(len(recs))), world_size=acc.num_processes, rank=acc.process_index)
-    kept, dropped, bad = fit_check(recs, encode, mine)
+    kept, dropped, bad = fit_check(recs, encode, mine, num_proc)
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -68,23 +68,25 @@ def _fit_one(recs: list, encode, acc) -> tuple[list[int], list, list]:
     return kept, dropped, bad
 
 
-def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Say, on_invalid: str = "error"
-              ) -> tuple[list[int], list[int], list]:
+def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Say, on_invalid: str = "error",
+              num_proc: int = 1) -> tuple[list[int], list[int], list]:
     """Which pairs can be trained on. Pairs that do not fit max_length are dropped: printed (first
     few) and written to output_dir/dropped_pairs.jsonl. Pairs with bad data found while encoding
     (a truncated image, another model's chat template, ...) follow on_invalid: "error" stops with
     every one listed (file:row, field, fix); "skip" leaves them out, reported under their own heading
-    and appended to rejected_rows[_eval].jsonl. A run with nothing left stops here."""
+    and appended to rejected_rows[_eval].jsonl. A run with nothing left stops here. `num_proc`
+    processes (per training process) encode the pairs (`data.fit_check`)."""
     from vlmdpo.data.validate import DataError
 
     path = out / "dropped_pairs.jsonl"
     if acc.is_main_process and path.exists():
         path.unlink()  # this run's list only
-    say(f"encoding check: {len(train_recs) + len(eval_recs)} pairs")
+    say(f"encoding check: {len(train_recs) + len(eval_recs)} pairs"
+        + (f" ({num_proc} processes)" if num_proc > 1 else ""))
     all_dropped, all_bad, keeps = [], [], []
     for recs, split, rejected in ((train_recs, "train", "rejected_rows.jsonl"),
                                   (eval_recs, "eval", "rejected_rows_eval.jsonl")):
-        kept, dropped, bad = _fit_one(recs, encode, acc)
+        kept, dropped, bad = _fit_one(recs, encode, acc, num_proc)
         keeps.append(kept)
         all_dropped += dropped
         all_bad += bad
