@@ -151,7 +151,8 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     if cfg.ddp_find_unused_parameters is None and acc.num_processes > 1 and bundle.is_vlm:
         acc.ddp_handler.find_unused_parameters = True  # text-only batches leave the projector without grads
     encode = partial(encode_pair, processor=bundle.processor, family=bundle.family, max_length=cfg.max_length,
-                     truncation=cfg.truncation, image_max_pixels=cfg.image_max_pixels,
+                     truncation=cfg.truncation, max_prompt_length=cfg.max_prompt_length,
+                     max_completion_length=cfg.max_completion_length, image_max_pixels=cfg.image_max_pixels,
                      image_min_pixels=cfg.image_min_pixels,
                      video_fps=cfg.video_fps, video_max_frames=cfg.video_max_frames, video_max_pixels=cfg.video_max_pixels)
     run_print = fingerprint(cfg, data_identity(train_recs, eval_recs))
