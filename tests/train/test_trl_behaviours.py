@@ -91,3 +91,20 @@ def test_config_errors(keys, message):
 
     with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(None, dict(model_name_or_path="tiny:causal_lm", dataset="x.jsonl", **keys))
+
+
+def test_max_prompt_length_drops_image_pairs_it_would_cut_and_trains_on_the_rest(tmp_path):
+    import json
+
+    from train_helpers import SAMPLE_IMAGES
+
+    rows = [json.loads(line) for line in SAMPLE_IMAGES.read_text().splitlines()]
+    with_images = {r["id"] for r in rows if r.get("images")}
+    assert 0 < len(with_images) < len(rows)
+    cfg = tiny_config(tmp_path, SAMPLE_IMAGES, model_name_or_path="tiny:idefics3", max_prompt_length=8, max_steps=1)
+    res = run_training(cfg, **quiet)
+    assert res.n_train_pairs == len(rows) - len(with_images)  # text-only prompts are cut to 8 tokens and kept
+    dropped = read_jsonl(tmp_path / "out" / "dropped_pairs.jsonl")
+    assert {d["id"] for d in dropped} == with_images and {d["kind"] for d in dropped} == {"prompt_too_long"}
+    assert all("max_prompt_length=8" in d["message"] and "image tokens are never cut" in d["message"]
+               for d in dropped)

@@ -107,8 +107,8 @@ def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Sa
         say(f"  all dropped pairs with reasons: {path}")
     if not keeps[0]:
         raise TrainingError(f"all {len(train_recs)} training pairs were left out by the encoding check; "
-                            "raise max_length, use truncation: completions, or lower image_max_pixels, "
-                            "and fix the pairs listed above")
+                            "raise max_length (or max_prompt_length), use truncation: completions, or lower "
+                            "image_max_pixels, and fix the pairs listed above")
     return keeps[0], keeps[1], all_dropped
 
 
