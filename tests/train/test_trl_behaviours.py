@@ -85,6 +85,7 @@ def test_greater_is_better_is_inferred_as_hf_does(tmp_path):
      "load_best_model_at_end: needs evaluation data; set eval_dataset or val_size"),
     (dict(save_strategy="steps", save_steps=None), "save_strategy: steps needs save_steps"),
     (dict(eval_strategy="often"), "eval_strategy"),
+    (dict(eval_strategy="steps"), "eval_strategy: steps needs evaluation data; set eval_dataset or val_size"),
 ])
 def test_config_errors(keys, message):
     from vlmdpo.config import load_config

@@ -114,6 +114,9 @@ class RunKeys(Keys):
         if self.save_strategy == "steps" and not self.save_steps:
             problems.append("save_strategy: steps needs save_steps (a number of optimizer steps); "
                             "set save_steps, or save_strategy: epoch / no")
+        if self.eval_strategy in ("steps", "epoch") and not getattr(self, "has_eval_data", True):
+            problems.append(f"eval_strategy: {self.eval_strategy} needs evaluation data; set eval_dataset or "
+                            "val_size, or eval_strategy: no")
         if self.load_best_model_at_end:
             problems += self._best_model_problems()
         for key in self.resume_allow_changes:
