@@ -231,7 +231,7 @@ def test_generation_prompt_rendered_differently_uses_the_common_prefix(caplog):
     assert "common prefix" in caplog.text
 
 
-# ------------------------------------------------------------------------------ TRL's max_prompt_length / max_completion_length
+# ------------------------------------------------------------------------------ max_prompt_length / max_completion_length
 @pytest.mark.parametrize("family", FAMILIES)
 def test_max_prompt_length_cuts_old_text_from_the_left(family):
     proc, tok, ad = setup(family)

@@ -29,7 +29,7 @@ class EncodingKeys(Keys):
     max_prompt_length: int | None = peer(None, trl="max_prompt_length")
     """Most prompt tokens: longer prompts lose their oldest text tokens (cut from the left, never inside image or video tokens; a pair whose cut would fall inside them is dropped and reported); null = no prompt limit."""
     max_completion_length: int | None = peer(None, trl="max_completion_length")
-    """Most tokens of each completion: longer ones are cut at the end (the end-of-turn token is kept); null = no completion limit."""
+    """Most tokens of each completion: longer ones are cut at the end, as truncation: completions cuts them (the end-of-turn token counts as one of them); null = no completion limit."""
     dataset_num_proc: int | None = peer(None, trl="dataset_num_proc", llamafactory="preprocessing_num_workers")
     """Processes that encode the pairs (chat template, images, processor) in the check before training; null = 1."""
 

@@ -140,7 +140,8 @@ class RunKeys(Keys):
             return ["load_best_model_at_end: needs evaluation data; set eval_dataset or val_size"]
         ev, sv = self.eval_when, self.save_when
         if ev == "no":
-            return ["load_best_model_at_end: needs evaluations; set eval_strategy (and save_strategy) to steps or epoch"]
+            return ["load_best_model_at_end: needs evaluations; set eval_strategy (and save_strategy) to steps "
+                    "or epoch"]
         if ev != sv:
             return [f"load_best_model_at_end: needs save_strategy equal to eval_strategy (save {sv}, eval {ev}); "
                     f"set save_strategy: {ev} and eval_strategy: {ev}" + (" with save_steps a multiple of "

@@ -9,6 +9,7 @@ model's chat template), which on_invalid turns into an error or a skip.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -81,11 +82,11 @@ def _fit_check_parallel(records: Sequence[PreferenceRecord], encode: Encoder, in
     from concurrent.futures import ProcessPoolExecutor
 
     # several chunks per process even out slow (large-image) stretches; results are joined in order.
-    # Forked where the platform can (as torch's DataLoader workers are: they never touch CUDA, and a
-    # spawned process spends seconds importing torch and transformers again), else spawned.
+    # Forked on Linux, as torch's DataLoader workers are (they never touch CUDA, and a spawned process
+    # spends seconds importing torch and transformers again); spawned elsewhere (macOS forks badly).
     size = -(-len(indices) // (num_proc * 4))
     chunks = [indices[i:i + size] for i in range(0, len(indices), size)]
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
     kept, dropped, bad = [], [], []
     with ProcessPoolExecutor(min(num_proc, len(chunks)), mp_context=multiprocessing.get_context(method),
                              initializer=_one_thread) as pool:

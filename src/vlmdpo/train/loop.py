@@ -52,8 +52,9 @@ def fit(run: Run) -> Progress:
         raise TrainingError(f"{e}{_where_to_resume(run, failed_step=state.global_step + 1)}") from None
     finally:
         bar.close()
-    if len(run.eval_ds) and run.cfg.eval_when != "no" and progress.evaluated_at != state.global_step and not progress.stopped_early:
-        progress.eval_metrics = evaluate_now(run)  # the final model is always evaluated
+    evaluates = len(run.eval_ds) and run.cfg.eval_when != "no"
+    if evaluates and progress.evaluated_at != state.global_step and not progress.stopped_early:
+        progress.eval_metrics = evaluate_now(run)  # the final model is always evaluated (unless eval_strategy: no)
     return progress
 
 
