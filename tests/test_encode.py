@@ -229,3 +229,60 @@ def test_generation_prompt_rendered_differently_uses_the_common_prefix(caplog):
     assert tok.decode(pair.prompt_ids).endswith("<|im_start|>assistant:")
     assert tok.decode(pair.chosen_ids) == CHOSEN + "<|im_end|>"
     assert "common prefix" in caplog.text
+
+
+# ------------------------------------------------------------------------------ max_prompt_length / max_completion_length
+@pytest.mark.parametrize("family", FAMILIES)
+def test_max_prompt_length_cuts_old_text_from_the_left(family):
+    proc, tok, ad = setup(family)
+    rec = tiny_record(0 if family == "causal_lm" else 1, system="Be brief.", history=True)
+    full = encode_pair(rec, proc, ad, max_length=None)
+    cut = encode_pair(rec, proc, ad, max_length=None, max_prompt_length=len(full.prompt_ids) - 5)
+    assert cut.prompt_ids == full.prompt_ids[5:] and cut.truncated
+    assert cut.chosen_ids == full.chosen_ids and cut.rejected_ids == full.rejected_ids
+    same = encode_pair(rec, proc, ad, max_length=None, max_prompt_length=len(full.prompt_ids))
+    assert same.prompt_ids == full.prompt_ids and not same.truncated
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_max_prompt_length_never_cuts_image_tokens(family):
+    from vlmdpo.encode import is_length_problem
+
+    proc, tok, ad = setup(family)
+    rec = tiny_record(1, system="Be brief.", history=True)
+    full = encode_pair(rec, proc, ad, max_length=None)
+    first_image = full.prompt_ids.index(ad.image_token)
+    # the longest cut allowed stops before the image's span (its opening tokens included)
+    allowed = [k for k in range(1, first_image + 2) if _cuts(rec, proc, ad, len(full.prompt_ids) - k)]
+    assert allowed and allowed == list(range(1, max(allowed) + 1)) and max(allowed) <= first_image
+    kept = encode_pair(rec, proc, ad, max_length=None, max_prompt_length=len(full.prompt_ids) - max(allowed))
+    assert n_image_tokens(kept, ad) == n_image_tokens(full, ad)
+    assert tok.convert_ids_to_tokens(full.prompt_ids[max(allowed) - 1]) not in tok.all_special_tokens
+    with pytest.raises(EncodeError) as e:
+        encode_pair(rec, proc, ad, max_length=None, max_prompt_length=len(full.prompt_ids) - first_image - 1)
+    assert e.value.kind == "prompt_too_long" and is_length_problem(e.value.kind)
+    assert "max_prompt_length" in str(e.value) and "image tokens are never cut" in str(e.value)
+
+
+def _cuts(rec, proc, ad, limit) -> bool:
+    try:
+        encode_pair(rec, proc, ad, max_length=None, max_prompt_length=limit)
+    except EncodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("family", ["idefics3", "causal_lm"])
+def test_max_completion_length_cuts_each_answer(family):
+    proc, tok, ad = setup(family)
+    rec = tiny_record(0 if family == "causal_lm" else 1)
+    full = encode_pair(rec, proc, ad, max_length=None)
+    cut = encode_pair(rec, proc, ad, max_length=None, max_completion_length=3)
+    assert cut.chosen_ids == full.chosen_ids[:3] and cut.rejected_ids == full.rejected_ids[:3] and cut.truncated
+    assert cut.prompt_ids == full.prompt_ids
+    longest = max(len(full.chosen_ids), len(full.rejected_ids))
+    whole = encode_pair(rec, proc, ad, max_length=None, max_completion_length=longest)
+    assert whole.chosen_ids == full.chosen_ids and whole.rejected_ids == full.rejected_ids and not whole.truncated
+    # together with max_length: the completion limit first, then max_length's rule as before
+    both = encode_pair(rec, proc, ad, max_length=len(full.prompt_ids) + 2, max_completion_length=3)
+    assert both.chosen_ids == full.chosen_ids[:2]

@@ -3,8 +3,8 @@
 The prompt is rendered with the generation prompt; prompt+chosen and prompt+rejected are
 rendered as finished conversations, and the completion is what follows the prompt. Images and
 videos go through the processor once per pair, with the prompt text only (completions never hold
-them), so their tokens are expanded exactly as the model expects. Truncation only ever shortens
-completions: a prompt (and so an image's tokens) is never cut.
+them), so their tokens are expanded exactly as the model expects. max_length and max_completion_length
+shorten completions; max_prompt_length drops a prompt's oldest text tokens, never image tokens.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from vlmdpo.config.encoding import VIDEO_FPS, VIDEO_MAX_FRAMES, VIDEO_MAX_PIXELS
 from vlmdpo.model.families import FamilyAdapter, adapter_for
+from vlmdpo.truncation import cut_left, media_start
 from vlmdpo.types import Dropped, EncodedPair, ImageRef, Message, PreferenceRecord, RowError
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def encode_pair(
     *,
     max_length: int | None,
     truncation: Truncation = "completions",
+    max_prompt_length: int | None = None,
+    max_completion_length: int | None = None,
     image_max_pixels: int | None = None,
     image_min_pixels: int | None = None,
     allow_remote_images: bool = False,
@@ -109,6 +112,12 @@ def encode_pair(
             videos=videos)
     pair = EncodedPair(id=record.id, prompt_ids=prompt_ids, chosen_ids=chosen_ids, rejected_ids=rejected_ids,
                        vision=vision, rejected_prompt_ids=rejected_prompt_ids, rejected_vision=rejected_vision)
+    if max_prompt_length is not None:
+        _cut_prompts(pair, _tok(tokenizer, prompt_text), max_prompt_length, tokenizer, adapter, record)
+    if max_completion_length is not None:  # cut like truncation: completions (the end-of-turn token counts)
+        cut = (pair.chosen_ids[:max_completion_length], pair.rejected_ids[:max_completion_length])
+        pair.truncated |= cut != (pair.chosen_ids, pair.rejected_ids)
+        pair.chosen_ids, pair.rejected_ids = cut
     return _truncate(pair, max_length, truncation, record)
 
 
@@ -331,6 +340,24 @@ def _encode_prompt(processor, tokenizer, adapter, prompt_text, images, record, l
 
 
 # ------------------------------------------------------------------------------ truncation
+def _cut_prompts(pair: EncodedPair, text_ids: list[int], limit: int, tokenizer, adapter, record) -> None:
+    """max_prompt_length: the oldest text tokens go; a cut that would reach an image or video is a length drop."""
+    media = {t for t in (adapter.image_token, adapter.video_token) if t is not None}
+    for attr in ("prompt_ids", "rejected_prompt_ids"):
+        ids = getattr(pair, attr)
+        if ids is None or len(ids) <= limit:
+            continue
+        start = media_start(ids, text_ids, _special_ids(tokenizer), media)
+        cut = cut_left(ids, limit, start)
+        if cut is None:
+            raise EncodeError("prompt_too_long", f"the prompt is {len(ids)} tokens, over max_prompt_length={limit}, "
+                              f"and only its first {start} tokens are text before an image or video (image tokens "
+                              "are never cut)", "raise max_prompt_length, lower image_max_pixels, or shorten the "
+                              "text before the first image", record=record)
+        setattr(pair, attr, cut)
+        pair.truncated = True
+
+
 def _truncate(pair: EncodedPair, max_length: int | None, truncation: Truncation, record) -> EncodedPair:
     if truncation not in ("completions", "drop"):
         raise ValueError(f"truncation must be 'completions' or 'drop', got {truncation!r}")
@@ -356,7 +383,7 @@ def _truncate(pair: EncodedPair, max_length: int | None, truncation: Truncation,
 def _check_differs(pair: EncodedPair, record, max_length) -> EncodedPair:
     same_prompt = pair.rejected_prompt_ids is None or pair.rejected_prompt_ids == pair.prompt_ids
     if same_prompt and pair.rejected_vision is None and pair.chosen_ids == pair.rejected_ids:
-        why = f" after truncation to max_length={max_length}" if pair.truncated else ""
+        why = " after truncation (max_length / max_prompt_length / max_completion_length)" if pair.truncated else ""
         raise EncodeError("identical" if pair.truncated else "identical_tokens",
                           f"chosen and rejected are the same tokens{why}: the pair carries no signal",
                           "raise max_length so the answers differ, or remove the pair", record=record,

@@ -26,10 +26,17 @@ class EncodingKeys(Keys):
     """Most tokens in prompt + completion; longer pairs are handled as truncation says."""
     truncation: Literal["completions", "drop"] = "completions"
     """Over max_length: cut the completions (never inside image tokens), or drop the pair and report it."""
+    max_prompt_length: int | None = peer(None, trl="max_prompt_length")
+    """Most prompt tokens: longer prompts lose their oldest text tokens (cut from the left, never inside image or video tokens; a pair whose cut would fall inside them is dropped and reported); null = no prompt limit."""
+    max_completion_length: int | None = peer(None, trl="max_completion_length")
+    """Most tokens of each completion: longer ones are cut at the end, as truncation: completions cuts them (the end-of-turn token counts as one of them); null = no completion limit."""
+    dataset_num_proc: int | None = peer(None, trl="dataset_num_proc", llamafactory="preprocessing_num_workers")
+    """Processes that encode the pairs (chat template, images, processor) in the check before training; null = 1."""
 
     def problems(self) -> list[str]:
         problems = at_least_one(self, ("max_length", "video_max_frames"),
-                                ("image_max_pixels", "image_min_pixels", "video_max_pixels"))
+                                ("image_max_pixels", "image_min_pixels", "video_max_pixels", "max_prompt_length",
+                                 "max_completion_length", "dataset_num_proc"))
         if not self.video_fps > 0:
             problems.append(f"video_fps: must be > 0 (got {self.video_fps})")
         if self.image_max_pixels and self.image_min_pixels and self.image_min_pixels > self.image_max_pixels:

@@ -33,7 +33,8 @@ class TrainState:
     batch_in_epoch: int = 0  # micro-batches of this epoch already consumed (per process)
     pairs_seen: int = 0
     tokens_seen: int = 0
-    best_eval_loss: float | None = None
+    best_eval_loss: float | None = None  # lowest eval_loss seen
+    best_metric: float | None = None  # best metric_for_best_model seen (the best checkpoint's)
     best_checkpoint: str | None = None
     evals_without_improvement: int = 0
     bco_running_mean: dict[str, float] = field(default_factory=lambda: {"mean": 0.0, "count": 0})

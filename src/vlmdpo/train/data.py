@@ -9,6 +9,7 @@ model's chat template), which on_invalid turns into an error or a skip.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -49,10 +50,15 @@ def split_validation(records: list[PreferenceRecord], val_size: float, seed: int
     return train, val
 
 
-def fit_check(records: Sequence[PreferenceRecord], encode: Encoder, indices: Sequence[int]
+def fit_check(records: Sequence[PreferenceRecord], encode: Encoder, indices: Sequence[int], num_proc: int = 1
               ) -> tuple[list[int], list[Dropped], list[RowError]]:
     """Encode each record at `indices`: (kept positions, pairs that do not fit max_length, pairs
-    with bad data). Which is which is a property of the EncodeError's kind (`encode.LENGTH_KINDS`)."""
+    with bad data). Which is which is a property of the EncodeError's kind (`encode.LENGTH_KINDS`).
+    With `num_proc` > 1 (dataset_num_proc) the pairs are encoded in that many worker processes
+    (`encode` and the records must pickle); the lists are the same, in the same order."""
+    indices = list(indices)
+    if num_proc > 1 and len(indices) > 1:
+        return _fit_check_parallel(records, encode, indices, num_proc)
     from vlmdpo.encode import EncodeError, bad_row, dropped_pair, is_length_problem
 
     kept, dropped, bad = [], [], []
@@ -68,6 +74,39 @@ def fit_check(records: Sequence[PreferenceRecord], encode: Encoder, indices: Seq
         else:
             kept.append(i)
     return kept, dropped, bad
+
+
+def _fit_check_parallel(records: Sequence[PreferenceRecord], encode: Encoder, indices: list[int], num_proc: int
+                        ) -> tuple[list[int], list[Dropped], list[RowError]]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # several chunks per process even out slow (large-image) stretches; results are joined in order.
+    # Forked on Linux, as torch's DataLoader workers are (they never touch CUDA, and a spawned process
+    # spends seconds importing torch and transformers again); spawned elsewhere (macOS forks badly).
+    size = -(-len(indices) // (num_proc * 4))
+    chunks = [indices[i:i + size] for i in range(0, len(indices), size)]
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    kept, dropped, bad = [], [], []
+    with ProcessPoolExecutor(min(num_proc, len(chunks)), mp_context=multiprocessing.get_context(method),
+                             initializer=_one_thread) as pool:
+        futures = [pool.submit(_fit_chunk, [records[i] for i in chunk], encode, chunk) for chunk in chunks]
+        for future in futures:
+            k, d, b = future.result()
+            kept += k
+            dropped += d
+            bad += b
+    return kept, dropped, bad
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # num_proc processes, not num_proc x cores threads
+
+
+def _fit_chunk(recs: list[PreferenceRecord], encode: Encoder, positions: list[int]
+               ) -> tuple[list[int], list[Dropped], list[RowError]]:
+    kept, dropped, bad = fit_check(recs, encode, range(len(recs)))
+    return [positions[i] for i in kept], dropped, bad
 
 
 def write_dropped(path: Path, dropped: Sequence[Dropped], split: str) -> None:

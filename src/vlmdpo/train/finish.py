@@ -1,4 +1,5 @@
-"""`finish(run, progress) -> TrainResult`: the best model restored, the model saved, the record written."""
+"""`finish(run, progress) -> TrainResult`: the best model restored (early stopping,
+load_best_model_at_end), the model saved, the record written."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ class TrainResult:
     train_metrics: dict[str, float] = field(default_factory=dict)  # last logged training metrics
     eval_metrics: dict[str, float] = field(default_factory=dict)  # last evaluation (eval_* names)
     best_eval_loss: float | None = None
+    best_metric: float | None = None  # the best metric_for_best_model (eval_loss unless set)
     best_checkpoint: Path | None = None
     stopped_early: bool = False
     n_train_pairs: int = 0
@@ -39,15 +41,18 @@ class TrainResult:
 def finish(run: Run, progress: Progress) -> TrainResult:
     state, acc = run.state, run.acc
     best = None
-    if run.cfg.early_stopping_patience and state.best_checkpoint and Path(state.best_checkpoint).is_dir():
-        run.say(f"restoring the best model (eval_loss {state.best_eval_loss:.4g}) from {state.best_checkpoint}")
+    keeps_best = run.cfg.early_stopping_patience or run.cfg.load_best_model_at_end
+    if keeps_best and state.best_checkpoint and Path(state.best_checkpoint).is_dir():
+        run.say(f"restoring the best model ({run.cfg.best_metric} {state.best_metric:.4g}) from "
+                f"{state.best_checkpoint}")
         load_weights(acc, Path(state.best_checkpoint), run.model)
         best = Path(state.best_checkpoint)
     save_final(acc, run.model, is_peft=run.bundle.is_peft, processor=run.bundle.processor,
                config=run.cfg.model_dump(), out=run.out, say=run.say)
     result = TrainResult(
         output_dir=run.out, global_step=state.global_step, train_metrics=progress.train_metrics,
-        eval_metrics=progress.eval_metrics, best_eval_loss=state.best_eval_loss, best_checkpoint=best,
+        eval_metrics=progress.eval_metrics, best_eval_loss=state.best_eval_loss,
+        best_metric=state.best_metric, best_checkpoint=best,
         stopped_early=progress.stopped_early, n_train_pairs=len(run.train_ds), n_eval_pairs=len(run.eval_ds),
         dropped=run.dropped, ref_cache_path=run.ref_cache.path if run.ref_cache else None,
         ref_cache_reused=bool(run.ref_cache and run.ref_cache.reused),

@@ -3,8 +3,8 @@
 setup (run.py): accelerator -> records -> model -> fit check (encode, report drops) -> batch
 layout -> reference (live, or precomputed and cached on disk) -> optimizer, schedule -> resume.
 fit (here): for each optimizer step, policy and reference log-probs -> loss -> backward over the
-micro-batches -> clip -> step; then, when due, log, evaluate (early stopping), checkpoint;
-the final model is evaluated once more if the last step was not.
+micro-batches -> clip -> step; then, when due (eval_strategy / save_strategy), log, evaluate
+(best metric, early stopping), checkpoint; the final model is evaluated once more if the last step was not.
 finish (finish.py): best model restored, model + processor + config saved,
 metrics plot, train_results.json.
 """
@@ -52,8 +52,9 @@ def fit(run: Run) -> Progress:
         raise TrainingError(f"{e}{_where_to_resume(run, failed_step=state.global_step + 1)}") from None
     finally:
         bar.close()
-    if len(run.eval_ds) and progress.evaluated_at != state.global_step and not progress.stopped_early:
-        progress.eval_metrics = evaluate_now(run)  # the final model is always evaluated
+    evaluates = len(run.eval_ds) and run.cfg.eval_when != "no"
+    if evaluates and progress.evaluated_at != state.global_step and not progress.stopped_early:
+        progress.eval_metrics = evaluate_now(run)  # the final model is always evaluated (unless eval_strategy: no)
     return progress
 
 
@@ -74,20 +75,21 @@ def _steps(run: Run, progress: Progress, bar, window: WeightedMean, speed: Throu
             progress.train_metrics = logged
             bar.set_postfix(format_postfix(logged, (("loss", "loss"), ("rewards/accuracies", "acc"),
                                                     ("pairs/s", "pairs/s"))))
-        due_eval = len(run.eval_ds) > 0 and (
-            (cfg.eval_steps and state.global_step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_done))
+        step, keep_best = state.global_step, bool(cfg.early_stopping_patience or cfg.load_best_model_at_end)
+        due_eval = len(run.eval_ds) > 0 and stages.due(cfg.eval_when, cfg.eval_every, step, epoch_done)
         stop = False
         if due_eval:
             progress.eval_metrics = evaluate_now(run)
-            progress.evaluated_at = state.global_step
-            stop = stages.early_stopping(state, progress.eval_metrics["eval_loss"], cfg.early_stopping_patience)
-        improved = due_eval and state.evals_without_improvement == 0
-        if (run.save_steps and state.global_step % run.save_steps == 0) or (
-                improved and cfg.early_stopping_patience):
-            progress.last_saved = _save(run, best=improved and bool(cfg.early_stopping_patience))
+            progress.evaluated_at = step
+            stop = stages.track_best(state, progress.eval_metrics, metric=cfg.best_metric,
+                                     greater=cfg.best_is_greater, patience=cfg.early_stopping_patience,
+                                     required=keep_best)
+        improved = due_eval and keep_best and state.evals_without_improvement == 0
+        if stages.due(run.save_when, run.save_steps, step, epoch_done) or improved:
+            progress.last_saved = _save(run, best=improved)
         if stop:
-            run.say(f"early stopping at step {state.global_step}: eval_loss has not improved on "
-                    f"{state.best_eval_loss:.4g} for {cfg.early_stopping_patience} evaluations")
+            run.say(f"early stopping at step {step}: {cfg.best_metric} has not improved on "
+                    f"{state.best_metric:.4g} for {cfg.early_stopping_patience} evaluations")
             progress.stopped_early = True
             break
         signum = stop_request.requested(run.acc)

@@ -69,6 +69,8 @@ def cache_key(cfg, processor, records: Sequence[PreferenceRecord], keep: Sequenc
             "max_length": cfg.max_length, "truncation": cfg.truncation,
             "image_max_pixels": cfg.image_max_pixels, "image_min_pixels": cfg.image_min_pixels,
             "video": [cfg.video_fps, cfg.video_max_frames, cfg.video_max_pixels]}
+    if cfg.max_prompt_length or cfg.max_completion_length:  # only when set: earlier caches keep their keys
+        head["cut"] = [cfg.max_prompt_length, cfg.max_completion_length]
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
     for i in keep:
         h.update(record_fingerprint(records[i]).encode())

@@ -84,7 +84,8 @@ class Run:
     dropped: list[Dropped] = field(default_factory=list)
     ref_cache: stages.RefCacheUse | None = None
     fingerprint: dict = field(default_factory=dict)  # saved in each checkpoint (fingerprint.py)
-    save_steps: int | None = None  # cfg.save_steps where checkpoints can be written (see _checkpoint_every)
+    save_when: str = "no"  # cfg.save_when where checkpoints can be written (see _checkpoint_every)
+    save_steps: int | None = None
 
     @property
     def is_main(self) -> bool:
@@ -154,12 +155,13 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     if cfg.ddp_find_unused_parameters is None and acc.num_processes > 1 and bundle.is_vlm:
         acc.ddp_handler.find_unused_parameters = True  # text-only batches leave the projector without grads
     encode = partial(encode_pair, processor=bundle.processor, family=bundle.family, max_length=cfg.max_length,
-                     truncation=cfg.truncation, image_max_pixels=cfg.image_max_pixels,
+                     truncation=cfg.truncation, max_prompt_length=cfg.max_prompt_length,
+                     max_completion_length=cfg.max_completion_length, image_max_pixels=cfg.image_max_pixels,
                      image_min_pixels=cfg.image_min_pixels,
                      video_fps=cfg.video_fps, video_max_frames=cfg.video_max_frames, video_max_pixels=cfg.video_max_pixels)
     run_print = fingerprint(cfg, data_identity(train_recs, eval_recs))
     train_keep, eval_keep, dropped = stages.fit_pairs(train_recs, eval_recs, encode, acc, out, say,
-                                                      cfg.on_invalid)
+                                                      cfg.on_invalid, num_proc=cfg.dataset_num_proc or 1)
     train_ds, eval_ds = EncodedPairs(train_recs, train_keep, encode), EncodedPairs(eval_recs, eval_keep, encode)
 
     layout = stages.choose_layout(cfg.fast_options(), bundle, acc, say)
@@ -186,6 +188,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     # The scheduler is not prepared: accelerate would step it once per process per step.
     model, optimizer = acc.prepare(model, optimizer)
     save_steps = _checkpoint_every(cfg, acc, say)
+    save_when = "no" if _sharded(acc) else cfg.save_when
     state, resumed_from = _resume(cfg, run_print, acc, out, say, model=model, optimizer=optimizer,
                                   scheduler=scheduler)
     bco = RunningMean()
@@ -199,7 +202,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
                scheduler=scheduler, plan=plan, train_ds=train_ds, eval_ds=eval_ds, batching=batching,
                logps_fn=layout.logps_fn, train_ref=refs.train, eval_ref=refs.eval, losses=losses,
                metric_keys=losses.metric_keys(), bco=bco, log=log, state=state, resumed_from=resumed_from,
-               dropped=dropped, ref_cache=refs.cache, fingerprint=run_print, save_steps=save_steps)
+               dropped=dropped, ref_cache=refs.cache, fingerprint=run_print, save_when=save_when, save_steps=save_steps)
 
 
 def _writable(out: Path) -> None:
@@ -213,16 +216,19 @@ def _writable(out: Path) -> None:
                            "set output_dir to a folder you can create and write to") from None
 
 
+def _sharded(acc) -> bool:
+    return str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper() in ("FSDP", "DEEPSPEED")
+
+
 def _checkpoint_every(cfg, acc, say: Say) -> int | None:
     """save_steps as it applies here. Checkpoints hold whole (gathered) tensors; sharded FSDP / DeepSpeed
     state is not written yet: there only the final model is saved, and asking for more is refused."""
-    sharded = str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper() in ("FSDP", "DEEPSPEED")
-    if not sharded:
+    if not _sharded(acc):
         return cfg.save_steps
-    asked = "save_steps" in cfg.model_fields_set and cfg.save_steps
-    if asked or cfg.resume_from_checkpoint or cfg.early_stopping_patience:
-        raise FixableError(f"save_steps / resume_from_checkpoint / early_stopping_patience: checkpoints are not "
-                           f"supported under {acc.distributed_type} yet",
+    asked = ("save_steps" in cfg.model_fields_set and cfg.save_steps) or cfg.save_strategy in ("steps", "epoch")
+    if asked or cfg.resume_from_checkpoint or cfg.early_stopping_patience or cfg.load_best_model_at_end:
+        raise FixableError(f"save_steps / save_strategy / resume_from_checkpoint / early_stopping_patience / "
+                           f"load_best_model_at_end: checkpoints are not supported under {acc.distributed_type} yet",
                            "set save_steps: null (the final model is still saved), or train with DDP")
     if cfg.save_steps:
         say(f"no intermediate checkpoints under {acc.distributed_type} yet (only the final model is saved)")

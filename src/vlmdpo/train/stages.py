@@ -55,9 +55,9 @@ def load_records(dataset: str | list[str], eval_dataset: str | list[str] | None,
     return train, evals
 
 
-def _fit_one(recs: list, encode, acc) -> tuple[list[int], list, list]:
+def _fit_one(recs: list, encode, acc, num_proc: int) -> tuple[list[int], list, list]:
     mine = shard(list(range(len(recs))), world_size=acc.num_processes, rank=acc.process_index)
-    kept, dropped, bad = fit_check(recs, encode, mine)
+    kept, dropped, bad = fit_check(recs, encode, mine, num_proc)
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -68,23 +68,25 @@ def _fit_one(recs: list, encode, acc) -> tuple[list[int], list, list]:
     return kept, dropped, bad
 
 
-def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Say, on_invalid: str = "error"
-              ) -> tuple[list[int], list[int], list]:
+def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Say, on_invalid: str = "error",
+              num_proc: int = 1) -> tuple[list[int], list[int], list]:
     """Which pairs can be trained on. Pairs that do not fit max_length are dropped: printed (first
     few) and written to output_dir/dropped_pairs.jsonl. Pairs with bad data found while encoding
     (a truncated image, another model's chat template, ...) follow on_invalid: "error" stops with
     every one listed (file:row, field, fix); "skip" leaves them out, reported under their own heading
-    and appended to rejected_rows[_eval].jsonl. A run with nothing left stops here."""
+    and appended to rejected_rows[_eval].jsonl. A run with nothing left stops here. `num_proc`
+    processes (per training process) encode the pairs (`data.fit_check`)."""
     from vlmdpo.data.validate import DataError
 
     path = out / "dropped_pairs.jsonl"
     if acc.is_main_process and path.exists():
         path.unlink()  # this run's list only
-    say(f"encoding check: {len(train_recs) + len(eval_recs)} pairs")
+    say(f"encoding check: {len(train_recs) + len(eval_recs)} pairs"
+        + (f" ({num_proc} processes)" if num_proc > 1 else ""))
     all_dropped, all_bad, keeps = [], [], []
     for recs, split, rejected in ((train_recs, "train", "rejected_rows.jsonl"),
                                   (eval_recs, "eval", "rejected_rows_eval.jsonl")):
-        kept, dropped, bad = _fit_one(recs, encode, acc)
+        kept, dropped, bad = _fit_one(recs, encode, acc, num_proc)
         keeps.append(kept)
         all_dropped += dropped
         all_bad += bad
@@ -105,8 +107,8 @@ def fit_pairs(train_recs: list, eval_recs: list, encode, acc, out: Path, say: Sa
         say(f"  all dropped pairs with reasons: {path}")
     if not keeps[0]:
         raise TrainingError(f"all {len(train_recs)} training pairs were left out by the encoding check; "
-                            "raise max_length, use truncation: completions, or lower image_max_pixels, "
-                            "and fix the pairs listed above")
+                            "raise max_length (or max_prompt_length), use truncation: completions, or lower "
+                            "image_max_pixels, and fix the pairs listed above")
     return keeps[0], keeps[1], all_dropped
 
 
@@ -165,14 +167,34 @@ def reference_sources(reference, train_ds: EncodedPairs, eval_ds: EncodedPairs, 
     return References(RefSource(cache=train_cache), RefSource(cache=eval_cache), cache)
 
 
-def early_stopping(state, eval_loss: float, patience: int | None) -> bool:
-    """Track the best eval loss; True when `patience` evaluations in a row did not improve it."""
-    if state.best_eval_loss is None or eval_loss < state.best_eval_loss:
-        state.best_eval_loss = float(eval_loss)
+def track_best(state, metrics: dict[str, float], *, metric: str, greater: bool, patience: int | None,
+               required: bool) -> bool:
+    """Track the best `metric` (and the lowest eval_loss, for the record); True when `patience`
+    evaluations in a row did not improve it. A `required` metric missing from `metrics` is an error."""
+    if state.best_metric is None and metric == "eval_loss":
+        state.best_metric = state.best_eval_loss  # a checkpoint from before best_metric existed
+    loss = metrics.get("eval_loss")
+    if loss is not None and (state.best_eval_loss is None or loss < state.best_eval_loss):
+        state.best_eval_loss = float(loss)
+    if metric not in metrics:
+        if required:
+            raise TrainingError(f"metric_for_best_model: '{metric}' is not an evaluation metric of this run; "
+                                f"use one of {', '.join(sorted(metrics))}")
+        return False
+    value, best = float(metrics[metric]), state.best_metric
+    if best is None or (value > best if greater else value < best):
+        state.best_metric = value
         state.evals_without_improvement = 0
         return False
     state.evals_without_improvement += 1
     return bool(patience) and state.evals_without_improvement >= patience
+
+
+def due(strategy: str, every: int | None, step: int, epoch_done: bool) -> bool:
+    """Whether an eval / save strategy (no, steps, epoch) asks for one after `step`."""
+    if strategy == "steps":
+        return bool(every) and step % every == 0
+    return strategy == "epoch" and epoch_done
 
 
 def epoch_float(state, batches_per_epoch: int) -> float:
