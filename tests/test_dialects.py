@@ -78,6 +78,11 @@ bf16: false
 gradient_checkpointing: false
 remove_unused_columns: false
 run_name: tiny-dpo
+eval_strategy: steps
+eval_steps: 1
+dataset_num_proc: 2
+push_to_hub: true
+hub_model_id: me/tiny-dpo
 """
 
 
@@ -133,11 +138,23 @@ def test_llamafactory_dpo_yaml_trains_as_it_is(lf_project, capsys):
 
 
 def test_trl_dpoconfig_yaml_trains_as_it_is(tmp_path, monkeypatch, capsys):
+    from hub_server import FakeHub
+
     monkeypatch.chdir(tmp_path)
-    rows = [{"prompt": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.", "rejected": "Maybe 7."} for i in range(4)]
+    rows = [{"prompt": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.", "rejected": "Maybe 7."} for i in range(6)]
     (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "dpo.yaml").write_text(TRL_YAML)
-    assert main(["train", "dpo.yaml"]) == 0
+    (tmp_path / "dpo.yaml").write_text(TRL_YAML + "val_size: 2\n")
+    hub = FakeHub()  # the hub, stood in for on localhost (HF_ENDPOINT)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    try:
+        assert main(["train", "dpo.yaml"]) == 0
+    finally:
+        hub.close()
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(hub.files["me/tiny-dpo"])
+    evals = [json.loads(line) for line in (tmp_path / "trl_out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in evals if "eval_loss" in r] == [1, 2]  # eval_strategy: steps, eval_steps: 1
     err = capsys.readouterr().err
     assert "dataset_name -> dataset, use_peft -> finetuning_type, lora_r -> lora_rank, " \
            "lora_target_modules -> lora_target" in err
