@@ -36,6 +36,7 @@ pref_loss: sigmoid  # choices: [sigmoid (dpo), orpo, simpo]
 dataset: shapes_dpo
 template: qwen2_vl
 cutoff_len: 1024
+max_samples: 3
 overwrite_cache: true
 preprocessing_num_workers: 1
 
@@ -135,6 +136,7 @@ def test_llamafactory_dpo_yaml_trains_as_it_is(lf_project, capsys):
     assert saved["beta"] == 0.1 and saved["lora_target"] == "all-linear" and saved["max_length"] == 1024
     assert saved["lora_alpha"] == 8  # LLaMA-Factory's default: 2 x lora_rank
     assert (out / "adapter_config.json").exists()
+    assert json.loads((out / "train_results.json").read_text())["n_train_pairs"] == 3  # max_samples of 4 rows
 
 
 def test_trl_dpoconfig_yaml_trains_as_it_is(tmp_path, monkeypatch, capsys):
@@ -169,7 +171,7 @@ def test_trl_dpoconfig_yaml_trains_as_it_is(tmp_path, monkeypatch, capsys):
     ({"do_train": False}, "do_train: false asks for no training"),
     ({"pref_loss": "kto_pair"}, "pref_loss: 'kto_pair' is not available here; use one of sigmoid, hinge, ipo"),
     ({"finetuning_type": "freeze"}, "finetuning_type: freeze is not available here; use finetuning_type: full"),
-    ({"max_samples": 100}, "unknown key 'max_samples' in qwen2vl_lora_dpo.yaml; not available here"),
+    ({"max_samples": 0}, "max_samples: must be >= 1 or left out (got 0)"),
     ({"template": "llava"}, "template: llava is for llava models, but tiny:qwen2_vl is qwen2_vl; "
                             "set template: qwen2_vl"),
     ({"template": "qwen"}, "template: 'qwen' is not a vision-language template vlmdpo knows"),
@@ -193,7 +195,6 @@ def test_llamafactory_error_is_one_line(lf_project, capsys, change, expected):
 
 
 @pytest.mark.parametrize("key,hint", [
-    ("max_samples", "not available here (every pair is used)"),
     ("batch_size", "use per_device_train_batch_size"),
     ("lerning_rate", "did you mean 'learning_rate'?"),
     ("lora_rnk", "did you mean 'lora_rank'?"),

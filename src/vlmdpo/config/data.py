@@ -31,6 +31,8 @@ class DataKeys(Keys):
     """Held-out pairs for `vlmdpo eval` (never seen in training)."""
     val_size: float = peer(0.0, llamafactory="val_size")
     """Evaluation pairs split off the training data: a fraction in (0, 1), or a whole number of pairs >= 1."""
+    max_samples: int | None = peer(None, llamafactory="max_samples")
+    """Read at most this many rows of each data file (first rows first), for quick trials; null = all."""
     output_dir: str = peer("outputs/vlmdpo", trl="output_dir", llamafactory="output_dir")
     """Folder for checkpoints, the final model, metrics and plots."""
 
@@ -44,6 +46,8 @@ class DataKeys(Keys):
         if bad:
             problems.append("image_path_map: each entry maps a folder prefix to another, e.g. {\"/data\": \"/mnt/data\"} "
                             f"(got an empty one: {bad[0]!r})")
+        if self.max_samples is not None and self.max_samples < 1:
+            problems.append(f"max_samples: must be >= 1 or left out (got {self.max_samples})")
         if self.val_size and self.eval_dataset:
             problems.append("val_size: set either val_size (split off the training data) or eval_dataset, not both")
         return problems

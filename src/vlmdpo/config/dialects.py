@@ -203,7 +203,6 @@ CHECKED: dict[str, Callable[[Any], None]] = {
 
 # Unknown keys that resemble ours but mean something else: the hint replaces "did you mean".
 HINTS = {
-    "max_samples": "not available here (every pair is used); trim the data file, or set max_steps",
     "batch_size": "use per_device_train_batch_size (pairs per device per micro-batch) and "
                   "gradient_accumulation_steps",
     "train_batch_size": "use per_device_train_batch_size and gradient_accumulation_steps",

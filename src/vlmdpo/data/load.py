@@ -55,7 +55,7 @@ class PreferenceStream:
                  allow_remote_images: bool = False, on_invalid: str = "error",
                  rejected_rows_path: str | Path | None = None, check_images: str = "header",
                  dataset_info: Any = None, split: str = "train", image_path_map: dict[str, str] | None = None,
-                 dataset_dir: str | Path | None = None):
+                 dataset_dir: str | Path | None = None, max_samples: int | None = None):
         if on_invalid not in ON_INVALID:
             raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
         self.format = canonical_format_name(format)
@@ -63,6 +63,7 @@ class PreferenceStream:
         self.allow_remote = allow_remote_images
         self.path_map = dict(image_path_map or {})
         self.on_invalid = on_invalid
+        self.max_samples = max_samples  # rows read per data file (LLaMA-Factory's key)
         self.rejected_rows_path = Path(rejected_rows_path) if rejected_rows_path else None
         self.checker = ImageChecker(check_images, allow_remote=allow_remote_images)
         self.sources: list[SourceFile] = open_sources(source, split=split, dataset_info=dataset_info,
@@ -99,6 +100,8 @@ class PreferenceStream:
                                allow_remote=self.allow_remote, path_map=self.path_map)
         fmt = self._fixed_format(src)
         for rowno, row in src.rows():
+            if self.max_samples is not None and rowno > self.max_samples:
+                break
             self.n_read += 1
             if isinstance(row, BadRow):
                 yield from self._reject([row.error], row.raw, out)
@@ -201,13 +204,13 @@ def iter_preferences(source: Any, *, format: str = "auto", image_root: str | Pat
                      allow_remote_images: bool = False, on_invalid: str = "error",
                      rejected_rows_path: str | Path | None = None, check_images: str = "header",
                      dataset_info: Any = None, split: str = "train",
-                     image_path_map: dict[str, str] | None = None, dataset_dir: str | Path | None = None
-                     ) -> PreferenceStream:
+                     image_path_map: dict[str, str] | None = None, dataset_dir: str | Path | None = None,
+                     max_samples: int | None = None) -> PreferenceStream:
     """Stream records and row errors; see PreferenceStream."""
     return PreferenceStream(source, format=format, image_root=image_root, allow_remote_images=allow_remote_images,
                             on_invalid=on_invalid, rejected_rows_path=rejected_rows_path,
                             check_images=check_images, dataset_info=dataset_info, split=split,
-                            image_path_map=image_path_map, dataset_dir=dataset_dir)
+                            image_path_map=image_path_map, dataset_dir=dataset_dir, max_samples=max_samples)
 
 
 def load_preferences(source: Any, *, on_invalid: str = "error", max_errors: int = 50, **options: Any) -> LoadResult:

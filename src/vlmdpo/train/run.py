@@ -135,7 +135,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     train_recs, eval_recs = stages.load_records(
         cfg.dataset, cfg.eval_dataset, val_size=cfg.val_size, seed=cfg.seed, out=out, say=say, is_main=main,
         read=dict(format=cfg.format, image_root=cfg.image_root, image_path_map=cfg.image_path_map,
-                  dataset_dir=cfg.dataset_dir,
+                  dataset_dir=cfg.dataset_dir, max_samples=cfg.max_samples,
                   allow_remote_images=cfg.allow_remote_images,
                   on_invalid=cfg.on_invalid, check_images=cfg.check_images))
     from vlmdpo import inference
