@@ -1,0 +1,7 @@
+"""The data engine: sample candidate answers from a model, judge them, and turn the scores into preference pairs.
+
+- `jsonl`: resumable JSON-lines files (one fsynced line per row; a torn last line is dropped on resume);
+- `sample`: `vlmdpo sample` -- K answers per prompt from a loaded model or an OpenAI-compatible endpoint;
+- `endpoint`: the OpenAI-compatible client `sample` uses;
+- `pairs`: `vlmdpo pairs` -- scored candidates -> TRL conversational pairs.
+"""
