@@ -3,5 +3,6 @@
 - `jsonl`: resumable JSON-lines files (one fsynced line per row; a torn last line is dropped on resume);
 - `sample`: `vlmdpo sample` -- K answers per prompt from a loaded model or an OpenAI-compatible endpoint;
 - `endpoint`: the OpenAI-compatible client `sample` uses;
+- `judge`: `vlmdpo judge` -- candidates -> scores (truth, a model, implicit reward);
 - `pairs`: `vlmdpo pairs` -- scored candidates -> TRL conversational pairs.
 """

@@ -14,7 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "rejected are ignored) and appends one row per prompt with its K answers to -o. Resumable: "
                        "prompts already in -o are skipped, and each prompt's answers are seeded by --seed and its id.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", metavar="DIR_OR_NAME", help="a model vlmdpo can load (folder, hub id, tiny:/builtin: name)")
+    src.add_argument("--model", metavar="DIR_OR_NAME",
+                     help="a model vlmdpo can load (folder, hub id, tiny:/builtin: name)")
     src.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (vlmdpo serve, vLLM) instead "
                      "of loading the model, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--served-model", metavar="NAME", help="with --endpoint: the model name to request "
