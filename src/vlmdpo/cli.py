@@ -14,6 +14,7 @@ import sys
 from typing import Callable
 
 from vlmdpo.data.options import add_load_options, load_kwargs
+from vlmdpo.engine.judge import add_judge_parser  # argparse only; its run loads models lazily
 from vlmdpo.flags import Parser, add_generation_options, generation_settings, rewrite_train
 from vlmdpo.runs import add_parser as _add_runs  # argparse only
 from vlmdpo.serve.cli_args import add_parser as _add_serve  # argparse only; its run() loads the server
@@ -318,7 +319,7 @@ def _run_train(args: argparse.Namespace) -> str:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_quickstart, _add_data, _add_train, _add_eval,
                                                                  _add_chat, _add_compare, _add_export, _add_demo_data,
-                                                                 _add_serve, _add_runs]
+                                                                 _add_serve, _add_runs, add_judge_parser]
 
 
 # ------------------------------------------------------------------------------------------- main

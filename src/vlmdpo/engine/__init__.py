@@ -1,0 +1,1 @@
+"""The data engine: sample candidates, judge them, make preference pairs (`vlmdpo sample|judge|pairs`)."""
