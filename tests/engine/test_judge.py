@@ -10,6 +10,7 @@ import pytest
 
 from vlmdpo.cli import main
 from vlmdpo.engine.judge import judge_file, model_scorer, truth_scorer
+from vlmdpo.engine.judge_backends import EndpointJudge, _reply_text, chat_url
 from vlmdpo.engine.judge_io import JudgeError
 from vlmdpo.engine.judge_model import parse_verdict
 from vlmdpo.engine.judge_truth import is_right
@@ -151,6 +152,24 @@ def test_endpoint_judge_and_a_down_endpoint(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"judge endpoint {url}/v1/chat/completions is not reachable" in err and "Traceback" not in err
     assert [r["id"] for r in _read(out)] == ["r0", "r1"]
+
+
+def test_endpoint_urls_and_garbage_replies():
+    assert chat_url("http://h:8000") == chat_url("http://h:8000/v1/") == "http://h:8000/v1/chat/completions"
+    assert _reply_text(b'{"choices": [{"message": {"content": "B"}}]}', "u") == "B"
+    with pytest.raises(JudgeError, match="judge endpoint u returned something that is not a chat completion"):
+        _reply_text(b"<html>oops</html>", "u")
+
+
+def test_missing_image_names_the_row_and_keeps_done_rows(tmp_path, capsys):
+    rows = [_row(0, ["x", "y"]), {**_row(1, ["p", "q"]), "images": [str(tmp_path / "gone.png")]}]
+    rows[1]["prompt"][0]["content"].insert(0, {"type": "image"})
+    src, out = _write(tmp_path / "c.jsonl", rows), tmp_path / "s.jsonl"
+    judge = EndpointJudge("http://127.0.0.1:9", model="m", max_new_tokens=8)
+    judge_reads_images = lambda messages, images: judge._content(messages, images) and "A"  # noqa: E731
+    with pytest.raises(JudgeError, match=rf"{src}:2: field 'images': .*gone.png"):
+        judge_file(src, out, model_scorer(judge_reads_images))
+    assert [r["id"] for r in _read(out)] == ["r0"]
 
 
 def test_implicit_reward_of_an_adapter_against_its_base(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vlmdpo.engine.judge_io import JudgeError
+from vlmdpo.errors import FixableError
 
 BYS = ("truth", "model", "implicit")
 # (row, "file:row") -> (scores, judge record)
@@ -77,7 +78,13 @@ def judge_file(candidates: str | Path, output: str | Path, scorer: Scorer, *, pr
             if row["id"] in done:
                 skipped += 1
                 continue
-            scores, record = scorer(row, where)
+            try:
+                scores, record = scorer(row, where)
+            except JudgeError:
+                raise
+            except (FixableError, OSError) as exc:  # an image that is missing or cannot be read
+                raise JudgeError(f"{where}: field 'images': {exc}", "fix the image, or drop the row; rerun to "
+                                 "resume") from None
             append_row(fh, {**row, "scores": scores, "judge": record})
             done.add(row["id"])
             judged += 1

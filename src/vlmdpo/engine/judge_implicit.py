@@ -30,10 +30,7 @@ class ImplicitJudge:
             raise JudgeError(f"{where}: field 'images': {exc.message}", exc.fix) from None
         record = PreferenceRecord(id=row["id"], prompt=row["prompt"], chosen=[], rejected=[], images=images)
         cands = {str(i): c for i, c in enumerate(row["candidates"])}
-        try:
-            tuned_lp, base_lp, note = completion_logps(self.tuned, self.base, record, cands, max_length=self.max_length)
-        except OSError as exc:  # a missing or unreadable image
-            raise JudgeError(f"{where}: field 'images': {exc}", "fix the image path, or drop the row") from None
+        tuned_lp, base_lp, note = completion_logps(self.tuned, self.base, record, cands, max_length=self.max_length)
         scores = [self.beta * (tuned_lp[k] - base_lp[k]) if k in tuned_lp and k in base_lp else None for k in cands]
         detail = {"by": "implicit", **self.names, "tuned_logps": [tuned_lp.get(k) for k in cands],
                   "base_logps": [base_lp.get(k) for k in cands]}
