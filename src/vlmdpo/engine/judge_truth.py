@@ -36,8 +36,10 @@ def check_truth(truth: Any, match: str, where: str) -> None:
     if truth is None:
         raise JudgeError(f"{where}: field 'truth' is missing", "add the right answer to each row, or judge "
                          "with --by model / --by implicit")
-    ok = _as_number(truth) is not None if match == "number" else (
-        isinstance(truth, str) or (match != "choice" and isinstance(truth, (int, float)) and not isinstance(truth, bool)))
+    if match == "number":
+        ok = _as_number(truth) is not None
+    else:  # a bare number reads as text for exact / contains ("3" in "3 cats"), not as an option
+        ok = isinstance(truth, str) or (match != "choice" and _as_number(truth) is not None)
     if not ok:
         raise JudgeError(f"{where}: field 'truth' is a {type(truth).__name__} ({str(truth)[:40]}), which "
                          f"--match {match} cannot check", _FIX[match])
