@@ -16,7 +16,7 @@ from typing import Callable
 from vlmdpo.data.options import add_load_options, load_kwargs
 from vlmdpo.flags import Parser, add_generation_options, generation_settings, rewrite_train
 from vlmdpo.runs import add_parser as _add_runs  # argparse only
-from vlmdpo.engine.cli_args import add_parser as _add_engine  # argparse only: sample, pairs
+from vlmdpo.engine.cli_args import add_parser as _add_engine  # argparse only: sample, judge, pairs
 from vlmdpo.serve.cli_args import add_parser as _add_serve  # argparse only; its run() loads the server
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3

@@ -1,4 +1,4 @@
-"""`vlmdpo sample` and `vlmdpo pairs` arguments: cli.py registers `add_parser`; each run imports its engine then."""
+"""`vlmdpo sample`, `vlmdpo judge` and `vlmdpo pairs` arguments: cli.py registers `add_parser`; each run imports its engine then."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_sample)
 
+    from vlmdpo.engine.judge import add_judge_parser  # argparse only; judging loads its models when it runs
+
+    add_judge_parser(sub)
     q = sub.add_parser("pairs", help="scored candidates -> preference pairs (TRL format) for training",
                        description="Turns the rows of `vlmdpo judge` (candidates + scores) into chosen / rejected "
                        "pairs; ties and margins <= --min-margin are dropped and counted.")
