@@ -1,14 +1,12 @@
 """The judge's voice for `--by model`: a model vlmdpo loads, or an OpenAI-compatible endpoint."""
 from __future__ import annotations
 
-import base64
 import json
-import mimetypes
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
+from vlmdpo.engine.endpoint import openai_messages
 from vlmdpo.engine.judge_io import JudgeError
 
 
@@ -29,13 +27,6 @@ class LocalJudge:
         return generate(self.im, messages, pixels, self.settings)
 
 
-def _data_uri(ref: str) -> str:
-    if ref.startswith(("data:", "http://", "https://")):
-        return ref
-    kind = mimetypes.guess_type(ref)[0] or "image/png"
-    return f"data:{kind};base64,{base64.b64encode(Path(ref).read_bytes()).decode()}"
-
-
 def chat_url(endpoint: str) -> str:
     """`http://host:8000`, `.../v1` or the full `.../v1/chat/completions` -> the chat completions URL."""
     url = endpoint.rstrip("/")
@@ -51,17 +42,7 @@ class EndpointJudge:
         self.url, self.model, self.max_tokens, self.timeout = chat_url(endpoint), model, max_new_tokens, timeout
 
     def _content(self, messages: list[dict], images: list[str]) -> list[dict]:
-        queue = list(images)  # the n-th image part is the n-th image
-        out = []
-        for m in messages:
-            parts = []
-            for p in m["content"]:
-                if p.get("type") == "image" and queue:
-                    parts.append({"type": "image_url", "image_url": {"url": _data_uri(queue.pop(0))}})
-                elif p.get("type") == "text":
-                    parts.append({"type": "text", "text": p.get("text", "")})
-            out.append({"role": m["role"], "content": parts})
-        return out
+        return openai_messages(messages, images)
 
     def __call__(self, messages: list[dict], images: list[str]) -> str:
         body = {"model": self.model, "messages": self._content(messages, images), "max_tokens": self.max_tokens,
