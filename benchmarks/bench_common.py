@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import json
 import os
 import platform
 import resource
 import time
+from pathlib import Path
 
 # Dense bf16 tensor-core peaks (no sparsity), for model FLOPs utilization; --peak-tflops overrides.
 PEAK_BF16_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0,
@@ -40,6 +42,8 @@ def add_run_args(ap: argparse.ArgumentParser) -> None:
                     help="vlmdpo side: precompute reference log-probs before the timed steps (TRL refuses this "
                          "for image data); the precompute time is reported separately")
     ap.add_argument("--fast", default="all", help="vlmdpo side: 'all' fast paths, or 'none' (plain path)")
+    ap.add_argument("--profile-out", default=None,
+                    help="vlmdpo side: torch profiler over the timed steps -> this .json.gz trace (+ a .txt of the top ops)")
 
 
 def device_info(torch) -> dict:
@@ -102,11 +106,19 @@ def is_oom(e: BaseException) -> bool:
     return "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
 
 
-def model_flops_per_pair(cfg: dict, prompt: float, chosen: float, rejected: float, image_patches: float) -> float:
-    """Model FLOPs of one pair for one DPO step: policy fwd+bwd (3x) + reference fwd (1x) of the
-    standard computation, [prompt+chosen] and [prompt+rejected] with full logits at completion
-    positions. The same count serves both frameworks, so MFU ratios equal throughput ratios;
-    work a framework skips (a repeated prompt) is not credited.
+def model_flops_per_pair(cfg: dict, prompt: float, chosen: float, rejected: float, image_patches: float, *,
+                         full: bool = True, ref_in_step: bool = True) -> float:
+    """Model FLOPs of one pair for one DPO step, over the standard computation: [prompt+chosen]
+    and [prompt+rejected] (the image in both), full logits at completion positions.
+
+    fwd = 2 * N_lm * tokens + 2 * layers * d * (L_c^2 + L_r^2) (attention scores + values, causal
+          half of 4*d*L^2) + 2 * d * V * completion tokens (head) + 2 * 2 * N_vision * patches
+    step = policy fwd + backward + reference fwd, where backward = 2 x fwd when every weight
+          trains (input and weight gradients: the usual 6 * N * tokens) and 1 x fwd for LoRA
+          (input gradients only; adapter weight gradients are negligible); the reference forward
+          is left out when its log-probs were precomputed (`ref_in_step=False`).
+    The same count serves both frameworks: work a framework skips (a repeated prompt) is not
+    credited, and recomputation under gradient checkpointing is not counted either.
 
     cfg: {"n_lm": non-embedding LM params, "d": hidden, "layers": n, "vocab": V, "n_vision": vision params}
     """
@@ -114,7 +126,7 @@ def model_flops_per_pair(cfg: dict, prompt: float, chosen: float, rejected: floa
     attn = 2 * cfg["layers"] * cfg["d"] * ((prompt + chosen) ** 2 + (prompt + rejected) ** 2)
     fwd = 2 * cfg["n_lm"] * lm_tokens + attn + 2 * cfg["d"] * cfg["vocab"] * (chosen + rejected)
     fwd += 2 * 2 * cfg["n_vision"] * image_patches  # the image is part of both sequences
-    return 4 * fwd
+    return ((3 if full else 2) + (1 if ref_in_step else 0)) * fwd
 
 
 def flops_config(model, split: dict) -> dict:
@@ -135,7 +147,7 @@ def peak_tflops(device: dict, override: float | None) -> float | None:
 
 
 def summarize(step_s: list[float], batches: list[dict], clock: Clock, *, flops_cfg: dict, peak: float | None,
-              cpu_s: list[float] | None = None) -> dict:
+              cpu_s: list[float] | None = None, full: bool = True, ref_in_step: bool = True) -> dict:
     """Throughput over the timed steps; `batches` holds per-step token counts, `cpu_s` the
     process CPU seconds of each timed step."""
     timed = sum(step_s)
@@ -145,7 +157,8 @@ def summarize(step_s: list[float], batches: list[dict], clock: Clock, *, flops_c
     uniq = tok["prompt_tokens"] + tok["chosen_tokens"] + tok["rejected_tokens"]
     per = {k: tok[k] / pairs for k in tok}
     patches = sum(b.get("image_patches", 0) for b in batches) / pairs
-    flops = model_flops_per_pair(flops_cfg, per["prompt_tokens"], per["chosen_tokens"], per["rejected_tokens"], patches)
+    flops = model_flops_per_pair(flops_cfg, per["prompt_tokens"], per["chosen_tokens"], per["rejected_tokens"], patches,
+                                 full=full, ref_in_step=ref_in_step)
     achieved = flops * pairs / timed
     return {
         "timed_s": round(timed, 4), "pairs_per_s": pairs / timed, "tokens_per_s": uniq / timed,
@@ -158,3 +171,30 @@ def summarize(step_s: list[float], batches: list[dict], clock: Clock, *, flops_c
         "cpu_s": round(sum(cpu_s), 4) if cpu_s else None,
         "pairs_per_cpu_s": (pairs / sum(cpu_s)) if cpu_s else None,
     }
+
+
+def matmul_tflops(torch, n: int = 8192, reps: int = 10) -> float | None:
+    """A bf16 n x n x n matrix product's rate on random data (CUDA events, after warm-up): the
+    device's practical ceiling, to read MFU against (MFU itself uses the datasheet peak)."""
+    if not torch.cuda.is_available():
+        return None
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return round(2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12, 1)
+
+
+def write_json(path: str | None, obj: dict) -> None:
+    """Write through a temporary file: a reader, or a kill at a deadline, never sees half a file."""
+    if not path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    tmp.replace(path)

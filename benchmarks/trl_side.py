@@ -101,7 +101,7 @@ def run(a, rows) -> dict:
     step_s = [ends[i + 1] - ends[i] for i in range(a.warmup, n_steps)]
     cpu_s = [cpu[i + 1] - cpu[i] for i in range(a.warmup, n_steps)]
     res = summarize(step_s, counter.batches[a.warmup:n_steps], clock, flops_cfg=fcfg,
-                    peak=peak_tflops(device_info(torch), a.peak_tflops), cpu_s=cpu_s)
+                    peak=peak_tflops(device_info(torch), a.peak_tflops), cpu_s=cpu_s, full=a.mode == "full")
     logs = [h for h in trainer.state.log_history if "loss" in h]
     res["losses"] = [round(h["loss"], 5) for h in logs]
     res["train_total_s"] = round(time.perf_counter() - t0, 3)

@@ -104,9 +104,11 @@ def run(a, rows) -> dict:
         pre = {"ref_precompute_s": round(clock.now() - t, 3), "ref_precompute_pairs": len(recs)}
 
     step_s, cpu_s, counts, losses = [], [], [], []
+    prof = Profile(torch, a.profile_out)
     for s in range(n_steps):
         if s == a.warmup:
             clock.reset_peak()
+            prof.start()
         t, c = clock.now(), clock.cpu()
         pairs, batch = make_batch(recs[s * a.batch:(s + 1) * a.batch])
         with amp:
@@ -133,11 +135,52 @@ def run(a, rows) -> dict:
             "padded_tokens": int((batch.input_ids if fast else batch.model_inputs["input_ids"]).numel()),
             "image_patches": sum(image_patches(p.vision, model.config) for p in pairs),
         })
+    prof.stop()
     res = summarize(step_s[a.warmup:], counts[a.warmup:], clock, flops_cfg=fcfg,
-                    peak=peak_tflops(device_info(torch), a.peak_tflops), cpu_s=cpu_s[a.warmup:])
+                    peak=peak_tflops(device_info(torch), a.peak_tflops), cpu_s=cpu_s[a.warmup:],
+                    full=a.mode == "full", ref_in_step=not a.ref_cache)
+    if a.profile_out:
+        res["profile"] = {"trace": a.profile_out, "top_ops": prof.top_ops()}
     res["losses"] = losses
     res["params"] = split | {"trainable": sum(p.numel() for p in params)}
     res["responses_present"] = all(c["chosen_tokens"] > 0 and c["rejected_tokens"] > 0 for c in counts)
     res["fast_paths"] = {"enabled": fast, **(options.__dict__ if fast else {})}
     return res | pre
 
+
+
+class Profile:
+    """torch.profiler over the timed steps when `path` is set (a no-op otherwise): a gzipped
+    Chrome trace at `path` and the top operators by device time (CPU time on a CPU run)."""
+
+    def __init__(self, torch, path: str | None):
+        self.torch, self.path, self.prof = torch, path, None
+
+    def start(self) -> None:
+        if not self.path:
+            return
+        act = [self.torch.profiler.ProfilerActivity.CPU]
+        if self.torch.cuda.is_available():
+            act.append(self.torch.profiler.ProfilerActivity.CUDA)
+        self.prof = self.torch.profiler.profile(activities=act, record_shapes=True)
+        self.prof.__enter__()
+
+    def stop(self) -> None:
+        if self.prof is None:
+            return
+        import gzip
+        import os
+        import shutil
+
+        self.torch.cuda.synchronize() if self.torch.cuda.is_available() else None
+        self.prof.__exit__(None, None, None)
+        raw = self.path.removesuffix(".gz")
+        self.prof.export_chrome_trace(raw)
+        if raw != self.path:
+            with open(raw, "rb") as src, gzip.open(self.path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.unlink(raw)
+
+    def top_ops(self, n: int = 25) -> str:
+        key = "self_device_time_total" if self.torch.cuda.is_available() else "self_cpu_time_total"
+        return self.prof.key_averages().table(sort_by=key, row_limit=n) if self.prof else ""
