@@ -75,7 +75,11 @@ def render(folder: Path) -> str:
                   f"(cases not reached by the deadline count as skipped)", "", corr.get("table_md", "(did not finish)"), ""]
     else:
         lines += ["not run", ""]
-    lines += ["## Targets", ""] + targets(speed) + [""]
+    lines += ["## Targets", ""]
+    if dev.get("type") == "cpu":
+        lines += ["(A CPU run: tiny models, peak memory is the process's RSS; the targets are for the GPU run, "
+                  "the verdicts here only show that the report works.)", ""]
+    lines += targets(speed) + [""]
     lines += ["## Same batch, same settings", "", speed.get("table_md", "not run"), ""]
     if speed.get("max_batch_md"):
         lines += ["## Largest batch that fits (each side)", "", speed["max_batch_md"], ""]

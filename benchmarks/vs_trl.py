@@ -86,6 +86,8 @@ def parse_args(argv=None):
     return a
 
 
+PROFILE_STEPS = 2  # after 1 warm-up: enough to see a step's shape, small enough for a trace to come back
+
 # Small enough for a shared 2-core machine: both families, both modes, every side and phase once.
 CPU_SMOKE = dict(configs="smolvlm-tiny:lora:2,qwen2vl-tiny:full:2", steps=1, warmup=1, rounds=1, prompt_tokens=16,
                  resp_tokens=16, threads=1, also="vlmdpo-refcache", find_max_batch=True, max_batch_for="smolvlm-tiny:lora",
@@ -303,14 +305,14 @@ def profile_slowest(a, argv, budget: Budget, summary: list[dict]) -> dict:
     s = min(ran, key=key)
     Path(a.profile_dir).mkdir(parents=True, exist_ok=True)
     trace = str(Path(a.profile_dir) / "trace.json.gz")
-    rec = spawn(argv, "vlmdpo", {"model": s["model"], "mode": s["mode"], "batch": s["batch"], "steps": a.probe_steps,
+    rec = spawn(argv, "vlmdpo", {"model": s["model"], "mode": s["mode"], "batch": s["batch"], "steps": PROFILE_STEPS,
                                  "warmup": 1, "profile-out": trace}, budget.timeout(a.profile_deadline))
     out = {"model": s["model"], "mode": s["mode"], "batch": s["batch"], "status": rec.get("status"),
            "error": rec.get("error"), "trace": trace if rec.get("status") == "ok" else None}
     top = ((rec.get("results") or {}).get("profile") or {}).get("top_ops")
     if top:
         (Path(a.profile_dir) / "profile_top.txt").write_text(
-            f"vlmdpo {s['model']} {s['mode']} batch {s['batch']}: top operators over {a.probe_steps} timed steps\n{top}\n")
+            f"vlmdpo {s['model']} {s['mode']} batch {s['batch']}: top operators over {PROFILE_STEPS} timed steps\n{top}\n")
     print(f"profile of vlmdpo {s['model']} {s['mode']} b={s['batch']}: {rec.get('status')} {rec.get('error') or trace}",
           flush=True)
     return out
