@@ -35,8 +35,10 @@ def targets(speed: dict) -> list[str]:
     for mb in speed.get("max_batch", []):
         r = mb.get("ratio_best_vs_best")
         t, v = mb.get("trl") or {}, mb.get("vlmdpo") or {}
+        cut = [side for side, x in (("TRL", t), ("vlmdpo", v)) if str(x.get("stopped_by", "")).startswith("time")]
+        note = f" (search cut by time for {' and '.join(cut)}: a larger batch may fit)" if cut else ""
         rows.append(f"| best vs best: >= {BEST_SPEEDUP:g}x pairs/s | {mb['model']} {mb['mode']} (TRL b{t.get('largest_batch')}, "
-                    f"vlmdpo b{v.get('largest_batch')}) | {num(r)}x | {verdict(None if r is None else r >= BEST_SPEEDUP)} |")
+                    f"vlmdpo b{v.get('largest_batch')}) | {num(r)}x | {verdict(None if r is None else r >= BEST_SPEEDUP)}{note} |")
     mfus = [(s["vlmdpo"]["mfu"], f"b{s['batch']}") for s in speed.get("summary", [])
             if s["model"] == "qwen2vl-2b" and s["mode"] == "full" and (s.get("vlmdpo") or {}).get("mfu") is not None]
     mfus += [((mb.get("vlmdpo") or {}).get("mfu"), f"b{mb['vlmdpo'].get('largest_batch')} (largest)")
@@ -85,8 +87,10 @@ def render(folder: Path) -> str:
         lines += ["## Largest batch that fits (each side)", "", speed["max_batch_md"], ""]
     prof = speed.get("profile") or {}
     if prof:
+        where = "trace `trace.json.gz`, top operators `profile_top.txt`" if prof.get("status") == "ok" else \
+            f"{prof.get('status')}: {str(prof.get('error'))[-200:]}"
         lines += ["## Profile", "", f"vlmdpo {prof.get('model')} {prof.get('mode')} b{prof.get('batch')} (lowest ratio to TRL): "
-                  f"{prof.get('status')}; trace `trace.json.gz`, top operators `profile_top.txt`", ""]
+                  f"{where}", ""]
     left = unfinished(speed)
     if left:
         lines += ["## Runs that did not finish", ""] + left + [""]

@@ -183,11 +183,14 @@ def fits(rec: dict, limit: float | None) -> bool:
     return limit is None or rec["results"]["peak_mem_gib"] <= limit
 
 
-def max_batch(a, argv, budget: Budget, side, model, mode, known: dict[int, dict], start: int) -> dict:
+def max_batch(a, argv, budget: Budget, side, model, mode, known: dict[int, dict], start: int, share: int) -> dict:
     """Largest batch that fits: double from the largest batch already measured to fit (`known`:
     batch -> its same-batch record), then bisect, until an out-of-memory, --max-batch-limit, the
-    search's own budget or the deadline. Probes are short runs (1 warm-up + --probe-steps)."""
-    t_end = time.time() + a.max_batch_budget_s if a.max_batch_budget_s else None
+    search's own budget or its `share` of the time left (1 / searches left). Probes are short
+    runs (1 warm-up + --probe-steps)."""
+    # its own budget, and its share of the time left before --deadline (so one side cannot starve the next)
+    ends = [time.time() + x for x in (a.max_batch_budget_s, (a.deadline - time.time()) / share if a.deadline else None) if x]
+    t_end = min(ends) if ends else None
     probes: dict[int, dict] = {}
     stop = "limit"
 
@@ -346,11 +349,12 @@ def main(argv=None) -> int:
         for item in wanted:
             model, mode = item.split(":")
             search = {"model": model, "mode": mode}
-            for side in SIDES:
+            for i, side in enumerate(SIDES):
+                share = len(SIDES) * (len(wanted) - wanted.index(item)) - i  # searches left, this one included
                 known = {r["batch"]: r for r in report["records"]
                          if (r["model"], r["mode"], r["side_name"]) == (model, mode, side) and r["status"] != "skipped"}
                 start = min([b for m, mo, b in todo if (m, mo) == (model, mode)], default=a.batch)
-                search[side] = max_batch(a, argv, budget, side, model, mode, known, start)
+                search[side] = max_batch(a, argv, budget, side, model, mode, known, start, share)
                 write_json(a.out, report | {"max_batch": report["max_batch"] + [search]})
             t, v = search["trl"], search["vlmdpo"]
             if t.get("pairs_per_s") and v.get("pairs_per_s"):

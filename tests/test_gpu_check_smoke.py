@@ -81,3 +81,30 @@ def test_report_reads_targets_and_never_calls_a_missing_run_met(tmp_path):
     assert "37.0%" in mfu and mfu.endswith("| met |")  # the largest batch's MFU counts
     assert "## Runs that did not finish" in text and "phase deadline reached" in text
     assert "correctness" in text.lower() and "not run" in text
+
+
+def test_largest_batch_search_doubles_from_what_ran_then_bisects_and_stops_in_time(monkeypatch):
+    import vs_trl
+
+    calls = []
+
+    def fake_spawn(argv, side, overrides, timeout):
+        if timeout is None:
+            return {"status": "skipped"}
+        b = overrides["batch"]
+        calls.append(b)
+        if b > 40:
+            return {"status": "oom", "error": "CUDA out of memory"}
+        return {"status": "ok", "results": {"pairs_per_s": b / 10, "peak_mem_gib": b / 2, "mfu": None}}
+
+    monkeypatch.setattr(vs_trl, "spawn", fake_spawn)
+    a = vs_trl.parse_args(["--max-batch-limit", "1024"])
+    known = {16: {"status": "ok", "results": {"pairs_per_s": 1.6, "peak_mem_gib": 8.0, "mfu": None}}}
+    res = vs_trl.max_batch(a, [], vs_trl.Budget(a), "vlmdpo", "m", "full", known, 16, 1)
+    assert calls == [32, 64, 48, 40, 44, 42, 41]  # the measured batch is not probed again
+    assert (res["largest_batch"], res["stopped_by"], res["pairs_per_s"]) == (40, "out of memory", 4.0)
+
+    calls.clear()
+    a = vs_trl.parse_args(["--deadline", "1"])  # long past: nothing may start
+    res = vs_trl.max_batch(a, [], vs_trl.Budget(a), "trl", "m", "full", known, 16, 1)
+    assert calls == [] and (res["largest_batch"], res["stopped_by"]) == (16, "time")
