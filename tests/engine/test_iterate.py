@@ -24,7 +24,7 @@ def setting(tmp_path_factory) -> dict:
     return dict(model_name_or_path=str(red_or_blue_model(root / "start")), dataset=str(prompts),
                 test_dataset=str(held_out), max_steps=2, per_device_train_batch_size=8, learning_rate=5e-2,
                 logging_steps=1, save_steps=None, progress_bar=False, max_length=512, seed=7, lora_rank=4,
-                lora_alpha=8, num_generations=4, temperature=1.0, max_new_tokens=2)
+                lora_alpha=8, lora_dropout=0.0, num_generations=4, temperature=1.0, max_new_tokens=2)
 
 
 def _run(setting: dict, out: Path, reference: str, lines: list[str] | None = None):
@@ -92,18 +92,27 @@ def test_previous_reference_round_2_starts_from_round_1(previous_run, setting):
     assert json.loads((r2 / "round.json").read_text())["train_base"] == str(r1 / "merged")
 
 
-def test_base_reference_continues_round_1_against_the_start(setting, tmp_path):
+def test_base_reference_continues_round_1_against_a_tuned_start(setting, tmp_path):
+    import vlmdpo
+
+    # the start is a LoRA run's output (as the quickstart leaves one): merged once, and "the base" is that merge
+    keys = ("max_length", "seed", "lora_rank", "lora_alpha", "lora_dropout", "progress_bar", "save_steps",
+            "per_device_train_batch_size")
+    tuned = vlmdpo.train({**{k: setting[k] for k in keys}, "model_name_or_path": setting["model_name_or_path"],
+                          "dataset": setting["dataset"], "output_dir": str(tmp_path / "tuned"), "max_steps": 1,
+                          "learning_rate": 5e-2}).output_dir
     out = tmp_path / "out"
-    _run(setting, out, "base")
+    _run({**setting, "model_name_or_path": str(tuned)}, out, "base")
     r1, r2 = out / "round-1", out / "round-2"
+    assert (out / "round-0" / "start-merged" / "config.json").is_file()
     first, beta = _first_step(r2), 0.1
-    start = _mean_chosen_logp(setting["model_name_or_path"], r2 / "pairs.jsonl")
+    start = _mean_chosen_logp(str(tuned), r2 / "pairs.jsonl")
     round_1 = _mean_chosen_logp(str(r1), r2 / "pairs.jsonl")
     assert abs(round_1 - start) > 0.2
     assert first["logps/chosen"] == pytest.approx(round_1, abs=1e-2)  # the policy starts as round 1
     reference = first["logps/chosen"] - first["rewards/chosen"] / beta
     assert reference == pytest.approx(start, abs=1e-2)  # the reference is the start, not round 1
-    assert not (r1 / "merged").exists()  # the adapter continues: nothing to merge
+    assert not (r1 / "merged").exists()  # the adapter continues on the start: nothing to merge
 
 
 def test_resume_after_a_cut_round_redoes_nothing_and_duplicates_nothing(previous_run, setting, tmp_path):
@@ -138,6 +147,32 @@ def test_a_changed_reference_over_earlier_rounds_is_refused(previous_run, settin
     shutil.copytree(done, out)
     with pytest.raises(ValueError, match=r"round-0/round.json: that round was made with iterate_reference: previous"):
         _run(setting, out, "base")
+
+
+def test_labels_judge_waits_for_people_then_trains(setting, tmp_path):
+    out = tmp_path / "out"
+    config = {**setting, "output_dir": str(out), "judge": "labels", "test_dataset": None}
+    with pytest.raises(ValueError, match=r"round 1: waiting for labels: .*round-1/labels.jsonl does not exist yet"):
+        iterate(config, 1, progress=False, device="cpu", echo=lambda _line: None)
+    rows = _read(out / "round-1" / "candidates.jsonl")
+    labels = []
+    for r in rows[:-1]:  # the last row waits; best = the first answer, worst = the first other text
+        worst = next((i for i, c in enumerate(r["candidates"]) if c != r["candidates"][0]), None)
+        if worst is not None:
+            labels.append({"id": r["id"], "best": 0, "worst": worst, "skip": False, "labeler": "t", "time": ""})
+    labelled = [x["id"] for x in labels]
+    (out / "round-1" / "labels.jsonl").write_text("".join(json.dumps(x) + "\n" for x in labels))
+    with pytest.raises(ValueError, match=f"round 1: {len(rows) - len(labels)} rows not labelled yet"):
+        iterate(config, 1, progress=False, device="cpu", echo=lambda _line: None)
+    with (out / "round-1" / "labels.jsonl").open("a") as fh:
+        for r in rows:
+            if r["id"] not in labelled:
+                fh.write(json.dumps({"id": r["id"], "best": None, "skip": True}) + "\n")
+    result = iterate(config, 1, progress=False, device="cpu", echo=lambda _line: None)
+    assert result.rounds[1]["pairs"] == len(labels) >= 1 and result.rounds[1]["ties"] == 0
+    assert result.rounds[1]["unscored"] == 4 * (len(rows) - len(labels))
+    assert result.rounds[0].get("grounded_accuracy") is None  # no held-out data: nothing evaluated
+    assert [r["id"] for r in _read(out / "round-1" / "pairs.jsonl")] == labelled
 
 
 @pytest.mark.parametrize("override, message", [
