@@ -11,6 +11,7 @@ from those. Rerunning resumes: finished rounds are skipped, and a cut round cont
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -109,9 +110,9 @@ def held_out_metrics(cfg: Any, model: str, base: str, out: Path, *, progress: bo
     if not cfg.held_out:
         return {}
     eval_json = out / "eval.json"
-    if eval_json.is_file():
+    try:  # eval writes eval.json first: a run cut after it has the numbers
         summary = json.loads(eval_json.read_text(encoding="utf-8"))
-    else:
+    except (OSError, ValueError):
         from vlmdpo.eval.run import run_eval
 
         summary = run_eval(cfg, model=model, base=base, dataset=cfg.held_out, output=str(out), progress=progress,
@@ -119,9 +120,13 @@ def held_out_metrics(cfg: Any, model: str, base: str, out: Path, *, progress: bo
     tuned = summary["models"]["tuned"]
     pref, grounded = tuned.get("preference") or {}, tuned.get("grounded") or {}
     same = model == base  # round 0: the start against itself has no reward to measure
-    return {"reward_accuracy": None if same else pref.get("reward_accuracy"),
-            "reward_margin": None if same else pref.get("reward_margin"),
-            "logp_accuracy": pref.get("logp_accuracy"), "grounded_accuracy": grounded.get("accuracy"),
+
+    def number(value: Any) -> float | None:  # NaN (nothing to grade) is null in rounds.jsonl
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    return {"reward_accuracy": None if same else number(pref.get("reward_accuracy")),
+            "reward_margin": None if same else number(pref.get("reward_margin")),
+            "logp_accuracy": number(pref.get("logp_accuracy")), "grounded_accuracy": number(grounded.get("accuracy")),
             "eval": str(out)}
 
 

@@ -61,7 +61,7 @@ def put_weights(run: Any, source: str) -> None:
             raise FixableError(f"{source}: no adapter_model.safetensors to continue from",
                                "that round is not a finished LoRA run; delete its folder to train it again")
         loaded = set_peft_model_state_dict(model, load_file(str(file)))
-        missing = [k for k in loaded.missing_keys if "lora_" in k]
+        missing = [k for k in loaded.missing_keys if "lora_" in k or "modules_to_save" in k]
         bad = list(loaded.unexpected_keys) + missing
     else:
         from vlmdpo.inference import load_for_inference
