@@ -153,8 +153,9 @@ def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str
     say(f"round {r}: {counts.summary()}")
     if counts.pairs == 0:
         raise FixableError(f"round {r}: the judge made no pairs from {scored} ({counts.summary()})",
-                           "sample more varied answers (a higher temperature or num_generations, more prompts), "
-                           "or a judge that tells the answers apart; then rerun (the candidates are kept)")
+                           "add prompts and rerun (only new prompts are sampled), or delete "
+                           f"{candidates.name} and {scored.name} in {folder} and rerun with more varied answers "
+                           "(a higher temperature or num_generations) or a judge that tells them apart")
     train_base, continue_from = round_start(cfg.output_dir, cfg.model_name_or_path, r, cfg.iterate_reference)
     say(f"round {r}: training on {counts.pairs} pairs from {continue_from or train_base}, reference "
         f"{'the start' if cfg.iterate_reference == 'base' else 'the previous round'} ({train_base})")
