@@ -115,6 +115,20 @@ def test_base_reference_continues_round_1_against_a_tuned_start(setting, tmp_pat
     assert not (r1 / "merged").exists()  # the adapter continues on the start: nothing to merge
 
 
+def test_full_fine_tuning_against_the_base_puts_round_1_weights_into_round_2(setting, tmp_path):
+    out = tmp_path / "out"
+    full = {k: v for k, v in setting.items() if not k.startswith("lora_")}
+    _run({**full, "finetuning_type": "full", "learning_rate": 1e-3}, out, "base")
+    r1, r2 = out / "round-1", out / "round-2"
+    assert (r2 / "model.safetensors").is_file() and not (r2 / "adapter_config.json").exists()
+    first, beta = _first_step(r2), 0.1
+    start = _mean_chosen_logp(setting["model_name_or_path"], r2 / "pairs.jsonl")
+    round_1 = _mean_chosen_logp(str(r1), r2 / "pairs.jsonl")
+    assert abs(round_1 - start) > 0.2
+    assert first["logps/chosen"] == pytest.approx(round_1, abs=1e-2)
+    assert first["logps/chosen"] - first["rewards/chosen"] / beta == pytest.approx(start, abs=1e-2)
+
+
 def test_resume_after_a_cut_round_redoes_nothing_and_duplicates_nothing(previous_run, setting, tmp_path):
     done, _ = previous_run
     out = tmp_path / "out"
