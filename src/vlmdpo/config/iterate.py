@@ -55,7 +55,8 @@ class IterateKeys(Keys):
     def problems(self) -> list[str]:
         out = []
         if self.num_generations < 2:
-            out.append(f"num_generations: must be >= 2 to make a pair from a prompt's answers (got {self.num_generations})")
+            out.append("num_generations: must be >= 2 to make a pair from a prompt's answers "
+                       f"(got {self.num_generations})")
         if self.max_new_tokens < 1:
             out.append(f"max_new_tokens: must be >= 1 (got {self.max_new_tokens})")
         if self.temperature < 0 or not 0 < self.top_p <= 1:

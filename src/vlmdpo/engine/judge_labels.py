@@ -19,7 +19,8 @@ from typing import Any
 from vlmdpo.engine.judge_io import JudgeError, read_candidates
 from vlmdpo.engine.jsonl import read_rows
 
-FIX = "write each line as {\"id\": ..., \"best\": i, \"worst\": j or null, \"skip\": false, \"labeler\": ..., \"time\": ...}"
+FIX = ('write each line as {"id": ..., "best": i, "worst": j or null, "skip": false, "labeler": ..., '
+       '"time": ...}')
 
 
 def _index(value: Any, where: str, field: str, n: int, *, nullable: bool) -> int | None:
