@@ -142,6 +142,7 @@ def test_resume_after_a_cut_round_redoes_nothing_and_duplicates_nothing(previous
                  "adapter_model.safetensors", "adapter_config.json"):
         (r2 / name).unlink()
     shutil.rmtree(r2 / "eval")
+    spent = float((r2 / "seconds.txt").read_text())  # the steps the cut run finished
     round_1 = {p: p.stat().st_mtime_ns for p in (out / "round-1").rglob("*") if p.is_file()}
     lines: list[str] = []
     result = _run({**setting, "model_name_or_path": setting["model_name_or_path"]}, out, "previous", lines)
@@ -151,6 +152,7 @@ def test_resume_after_a_cut_round_redoes_nothing_and_duplicates_nothing(previous
     assert (r2 / "candidates.jsonl").read_text() == candidates  # the same rows, none twice
     assert any("already there (resumed)" in line for line in lines)
     assert [r["round"] for r in _read(out / "rounds.jsonl")] == [0, 1, 2] == [r["round"] for r in result.rounds]
+    assert result.rounds[2]["seconds"] > spent  # the time column counts both runs' share of the round
     ids = [r["id"] for r in _read(r2 / "scored.jsonl")]
     assert len(ids) == len(set(ids)) == 4
 

@@ -37,6 +37,28 @@ class IterateResult:
         return text_table(self.rounds)
 
 
+class RoundClock:
+    """Seconds spent on a round over every run that worked on it: saved after each step, so a cut round's
+    finished steps still count when it resumes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.before = float(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.before = 0.0
+        self.began = time.monotonic()
+
+    def seconds(self) -> float:
+        return round(self.before + time.monotonic() - self.began, 1)
+
+    def save(self) -> None:
+        from vlmdpo.atomic import write_text
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(self.path, f"{self.seconds()}\n")
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -130,7 +152,8 @@ def held_out_metrics(cfg: Any, model: str, base: str, out: Path, *, progress: bo
             "eval": str(out)}
 
 
-def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str | None = None) -> dict[str, Any]:
+def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str | None = None,
+              clock: RoundClock | None = None) -> dict[str, Any]:
     """Sample -> judge -> pairs -> train -> evaluate, each step resuming what an earlier run left."""
     from vlmdpo.engine.judge import judge_file
     from vlmdpo.engine.pairs import make_pairs
@@ -144,8 +167,11 @@ def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str
     say(f"round {r}: sampling {cfg.num_generations} answers per prompt from {policy}")
     say(sample_file(cfg.prompts, candidates, _lazy_answerer(policy, options, cfg, device), options,
                     load_kwargs=data_options(cfg), progress=progress))
+    step_done = clock.save if clock else (lambda: None)
+    step_done()
     judged = judge_file(candidates, scored, scorer_for(cfg, r, candidates, device), progress=progress)
     say(f"round {r}: {judged.summary()}")
+    step_done()
     if judged.waiting:
         raise FixableError(f"round {r}: {judged.waiting} rows not labelled yet",
                            f"label the rest of {candidates} in the studio's label page, then rerun the same command")
@@ -162,6 +188,7 @@ def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str
     values = {**cfg.train_values(), "model_name_or_path": train_base, "dataset": str(pairs),
               "output_dir": str(folder)}
     trained = train_round(values, continue_from, say=say)
+    step_done()
     return {"round": r, "policy": str(folder), "started_from": policy, "train_base": train_base,
             "continued_weights_of": continue_from, "prompts": counts.prompts, "pairs": counts.pairs,
             "ties": counts.ties, "low_margin": counts.low_margin, "unscored": counts.unscored,
@@ -209,13 +236,13 @@ def iterate(config: Any, rounds: int, *, overrides: Sequence[str] | dict[str, An
             _check_same_experiment(cfg, record, done)
             say(f"round {r}: done earlier ({done})")
         else:
-            began = time.monotonic()
+            clock = RoundClock(round_dir(out, r) / "seconds.txt")
             if r == 0:
                 record = {"round": 0, "policy": policy, **held_out_metrics(
                     cfg, policy, policy, round_dir(out, 0) / "eval", progress=progress, say=say)}
             else:
-                record = run_round(cfg, r, policy, progress=progress, say=say, device=device)
-            record.update(seconds=round(time.monotonic() - began, 1), settings=settings)
+                record = run_round(cfg, r, policy, progress=progress, say=say, device=device, clock=clock)
+            record.update(seconds=clock.seconds(), settings=settings)
             done.parent.mkdir(parents=True, exist_ok=True)
             write_text(done, json.dumps(record, indent=2, default=str) + "\n")
         records.append(record)
