@@ -100,3 +100,15 @@ def test_not_json_and_bad_options(tmp_path: Path):
         make_pairs(bad, tmp_path / "o.jsonl")
     with pytest.raises(ValueError, match=r"--min-margin -1"):
         make_pairs(bad, tmp_path / "o.jsonl", min_margin=-1)
+
+
+def test_the_same_text_is_one_answer_with_its_scores_averaged(tmp_path: Path):
+    # a judge model (or a person) can score two samples of the same text apart; training refuses a pair of them
+    src = write(tmp_path / "s.jsonl", [scored_row(1, ["red", "red", "blue"], [1.0, 0.0, 0.5]),
+                                       scored_row(2, ["red", "red", "blue", "blue"], [1.0, 1.0, 0.0, 0.5])])
+    for strategy in ("best-worst", "all"):
+        counts = make_pairs(src, tmp_path / f"{strategy}.jsonl", strategy=strategy)
+        assert (counts.pairs, counts.ties) == (1, 1)
+        (pair,) = read(tmp_path / f"{strategy}.jsonl")
+        assert (pair["id"], pair["chosen"][0]["content"][0]["text"], pair["rejected"][0]["content"][0]["text"]) == \
+            ("p2", "red", "blue")

@@ -1,7 +1,8 @@
 """`vlmdpo pairs`: scored candidates -> TRL conversational preference pairs (prompt, chosen, rejected, images).
 
 best-worst keeps one pair per prompt (the highest and the lowest score); all keeps every pair whose scores
-differ by more than the margin. Ties and small margins are dropped and counted, as are unscored answers.
+differ by more than the margin. Identical answers count once (their scores averaged). Ties and small margins
+are dropped and counted, as are unscored answers.
 """
 from __future__ import annotations
 
@@ -52,8 +53,13 @@ def scored_answers(row: dict[str, Any], where: str) -> list[tuple[str, float | N
 def choose_pairs(answers: list[tuple[str, float | None]], strategy: str, min_margin: float,
                  counts: PairCounts) -> list[tuple[str, str]]:
     """(chosen, rejected) texts for one prompt; drops counted into `counts`."""
-    scored = [(a, float(s)) for a, s in answers if s is not None]
-    counts.unscored += len(answers) - len(scored)
+    by_text: dict[str, list[float]] = {}
+    for a, s in answers:
+        if s is not None:
+            by_text.setdefault(a, []).append(float(s))
+    counts.unscored += len(answers) - sum(len(v) for v in by_text.values())
+    # one answer sampled twice is one answer (its scores averaged): never a pair with itself
+    scored = [(a, sum(v) / len(v)) for a, v in by_text.items()]
     if len(scored) < 2:
         return []
     if strategy == "best-worst":
