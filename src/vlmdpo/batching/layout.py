@@ -15,8 +15,13 @@ from vlmdpo.model.logps import batch_logps
 from vlmdpo.types import Batch, EncodedPair, FastOptions, LogpPair, SharedBatch
 
 FAST_SWITCHES = ("share_vision", "shared_prefix", "completion_only_logits", "padding_free")
-# Sharded setups gather parameters only inside the wrapped forward (see select_layout).
-_SHARDED = ("FSDP", "DEEPSPEED")
+# Setups the fast layout is not made for, and why (see select_layout).
+_PLAIN_ONLY = {
+    "FSDP": "FSDP1 (fsdp_version: 1) gathers its flat parameters only inside the wrapped forward; "
+            "set fsdp_version: 2 (examples/accelerate/fsdp2.yaml) to keep them",
+    "DEEPSPEED": "DeepSpeed is not tested with them (it cannot be installed on the CPU test machines); "
+                 "use FSDP2 (examples/accelerate/fsdp2.yaml) or DDP to keep them",
+}
 
 
 @dataclass(frozen=True)
@@ -33,19 +38,28 @@ def select_layout(options: FastOptions, *, model: Any, family: FamilyAdapter, pa
     switch is on and the model's attention kernel and the distributed setup allow it, else the plain one.
 
     `distributed_type` is accelerate's DistributedType value ("MULTI_GPU", "FSDP", ...) of a
-    multi-process run, None for one process. Under DDP the fast forward still goes through the
-    wrapped model once per step; the pieces it runs beside that call (the vision encoder for a
-    shared image, the LM head at completion positions) use parameters that are also in that call's
-    graph, so each gradient is reduced once (tests/train/test_distributed.py). FSDP and DeepSpeed
-    gather sharded parameters only inside the wrapped forward, so those pieces would see shards:
-    they use the plain layout.
+    multi-process run ("FSDP2" for FSDP with fsdp_version 2: `distributed_kind`), None for one
+    process. The fast forward goes through the wrapped model once and uses parameters only through
+    module calls (the vision encoder from a pre-hook inside that call, the LM head as a module), so
+    DDP reduces each gradient once (tests/train/test_distributed.py) and FSDP2's hooks gather each
+    unit before use (tests/train/test_fsdp2.py). FSDP1 and DeepSpeed use the plain layout (`_PLAIN_ONLY`).
     """
     options = resolve_options(options, model)
     plain = Layout(partial(collate, pad_token_id=pad_token_id, family=family), batch_logps)
     on = tuple(k for k in FAST_SWITCHES if getattr(options, k))
     if not on:
         return plain
-    if distributed_type in _SHARDED:
-        return replace(plain, reason_off=f"fast paths are off under {distributed_type} (plain layout; same values, slower)")
+    if distributed_type in _PLAIN_ONLY:
+        return replace(plain, reason_off=f"fast paths are off under {distributed_type} (plain layout: same values, "
+                                         f"slower): {_PLAIN_ONLY[distributed_type]}")
     return Layout(partial(collate_shared, pad_token_id=pad_token_id, family=family, options=options),
                   partial(fast_batch_logps, family=family), fast_paths=on)
+
+
+def distributed_kind(acc: Any) -> str | None:
+    """What `select_layout` needs to know of an accelerate.Accelerator: its DistributedType value
+    ("MULTI_GPU", "FSDP", "DEEPSPEED", ...; "FSDP2" for fsdp_version 2), None for one process."""
+    if acc.num_processes <= 1:
+        return None
+    kind = str(getattr(acc.distributed_type, "value", acc.distributed_type))
+    return "FSDP2" if kind == "FSDP" and getattr(acc, "is_fsdp2", False) else kind

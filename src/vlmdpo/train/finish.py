@@ -15,7 +15,7 @@ from vlmdpo.train.checkpoint import load_weights
 from vlmdpo.types import Dropped
 from vlmdpo.train.metrics import read_metrics
 from vlmdpo.train.plot import plot_training_curves
-from vlmdpo.train.run import Progress, Run
+from vlmdpo.train.run import Progress, Run, sharded
 
 
 @dataclass
@@ -81,15 +81,14 @@ def save_final(acc, model, *, is_peft: bool, processor, config: dict[str, Any], 
 
     acc.wait_for_everyone()
     unwrapped = acc.unwrap_model(model)
-    state_dict = None if is_peft else acc.get_state_dict(model)  # every process: FSDP gathers here
+    # every process takes part: FSDP / DeepSpeed gather whole tensors here (onto the main process);
+    # a LoRA model's own state is whole unless sharded, and save_pretrained keeps only its adapter
+    state_dict = acc.get_state_dict(model) if sharded(acc) or not is_peft else None
     if acc.is_main_process:
         # written beside, then each file renamed in: a kill leaves old or new files, never partial ones
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out))
         try:
-            if is_peft:
-                unwrapped.save_pretrained(str(tmp))
-            else:
-                unwrapped.save_pretrained(str(tmp), state_dict=state_dict)
+            unwrapped.save_pretrained(str(tmp), state_dict=state_dict)
             processor.save_pretrained(str(tmp))
             (tmp / "vlmdpo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
             atomic.move_files_in(tmp, out)

@@ -188,7 +188,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     # The scheduler is not prepared: accelerate would step it once per process per step.
     model, optimizer = acc.prepare(model, optimizer)
     save_steps = _checkpoint_every(cfg, acc, say)
-    save_when = "no" if _sharded(acc) else cfg.save_when
+    save_when = "no" if sharded(acc) else cfg.save_when
     state, resumed_from = _resume(cfg, run_print, acc, out, say, model=model, optimizer=optimizer,
                                   scheduler=scheduler)
     bco = RunningMean()
@@ -216,14 +216,15 @@ def _writable(out: Path) -> None:
                            "set output_dir to a folder you can create and write to") from None
 
 
-def _sharded(acc) -> bool:
+def sharded(acc) -> bool:
+    """True under FSDP / DeepSpeed: each process holds only shards of the parameters."""
     return str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper() in ("FSDP", "DEEPSPEED")
 
 
 def _checkpoint_every(cfg, acc, say: Say) -> int | None:
     """save_steps as it applies here. Checkpoints hold whole (gathered) tensors; sharded FSDP / DeepSpeed
     state is not written yet: there only the final model is saved, and asking for more is refused."""
-    if not _sharded(acc):
+    if not sharded(acc):
         return cfg.save_steps
     asked = ("save_steps" in cfg.model_fields_set and cfg.save_steps) or cfg.save_strategy in ("steps", "epoch")
     if asked or cfg.resume_from_checkpoint or cfg.early_stopping_patience or cfg.load_best_model_at_end:

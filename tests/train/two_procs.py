@@ -1,0 +1,40 @@
+"""Launch a training worker in two CPU processes (gloo) under `accelerate launch`, and read back
+each rank's trainable weights and what rank 0 said."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).parent
+# accelerate 1.x spawns several CPU processes with `--cpu` only through mpirun; without MPI,
+# the torchrun-based launcher plus ACCELERATE_USE_CPU gives real multi-CPU processes (gloo).
+DDP = ("--multi_gpu",)
+# FSDP2 as examples/accelerate/fsdp2.yaml sets it (fsdp_worker.py says why it needs a worker of its own).
+FSDP2 = ("--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+         "--fsdp_state_dict_type", "FULL_STATE_DICT", "--fsdp_reshard_after_forward", "true",
+         "--fsdp_cpu_ram_efficient_loading", "false")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two(tmp_path: Path, values: dict, mode: tuple[str, ...] = DDP) -> tuple[dict, dict, str]:
+    """Train with 2 CPU processes; each rank's trainable weights, and what rank 0 said."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
+    worker = Path(os.environ.get("DBG_WORKER") or HERE / ("ddp_worker.py" if mode == DDP else "fsdp_worker.py"))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           str(worker), json.dumps(values), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in (0, 1))
+    return r0, r1, (tmp_path / "rank0.log").read_text()
