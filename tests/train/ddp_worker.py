@@ -24,7 +24,9 @@ def main() -> None:
     values, out = json.loads(sys.argv[1]), sys.argv[2]
     said: list[str] = []
     res = run_training(load_config(None, values), echo=said.append)
-    rank = PartialState().process_index
+    state = PartialState()
+    rank = state.process_index
+    said.append(f"distributed_type: {state.distributed_type.value}")
     weights = {n: _whole(p) for n, p in res.model.named_parameters() if p.requires_grad}
     torch.save(weights, f"{out}/rank{rank}.pt")
     with open(f"{out}/rank{rank}.log", "w") as fh:

@@ -1,0 +1,63 @@
+"""FSDP2 (accelerate `fsdp_version: 2`) on two CPU processes trains the fast layout exactly like
+one process with the same global batch, and saves whole tensors.
+
+Each case reaches a different place where the fast forward uses parameters outside the plain
+forward's path: vision features encoded once and shared by the reference (no grad) and vision
+features encoded once per pair with grad (both from the pre-hook inside the model's call), and
+the LM head applied to completion positions while it trains (full fine-tuning).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train_helpers import SAMPLE_IMAGES, read_jsonl, tiny_config
+from two_procs import FSDP2, assert_same_training, launch_two
+from vlmdpo.train.loop import run_training
+
+SETTINGS = dict(max_steps=2, learning_rate=5e-3, seed=7, max_length=512)
+
+
+def _train_both(tmp_path, model: str, **settings):
+    settings = {**SETTINGS, **settings}
+    values = dict(model_name_or_path=model, dataset=str(SAMPLE_IMAGES), output_dir=str(tmp_path / "fsdp"),
+                  per_device_train_batch_size=2, progress_bar=False, logging_steps=1, save_steps=None, **settings)
+    if settings.get("finetuning_type") != "full":
+        values.update(lora_rank=4, lora_alpha=8)
+    r0, r1, said = launch_two(tmp_path, values, FSDP2)
+    assert "distributed_type: FSDP" in said  # sharded for real, not DDP
+    single = run_training(tiny_config(tmp_path / "one", SAMPLE_IMAGES, model_name_or_path=model,
+                                      per_device_train_batch_size=4, **settings), echo=lambda _m: None)
+    losses = [[r["loss"] for r in read_jsonl(tmp_path / run / "metrics.jsonl")] for run in ("fsdp", "one/out")]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5) and len(losses[0]) == 2 and losses[0][1] != losses[0][0]
+    return r0, r1, said, single
+
+
+def _assert_same_files(fsdp_file, one_file) -> None:
+    """The saved weights are whole tensors (the single run's shapes) with the trained values."""
+    a, b = load_file(fsdp_file), load_file(one_file)
+    assert a.keys() == b.keys()
+    for k in b:
+        assert a[k].shape == b[k].shape, k
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=5e-5, msg=lambda m: f"{k}: {m}")
+
+
+@pytest.mark.slow
+def test_fsdp2_lora_with_shared_frozen_vision_matches_one_process(tmp_path):
+    r0, r1, said, single = _train_both(tmp_path, "tiny:idefics3", lora_dropout=0.0, freeze_projector=True)
+    assert "fast paths: share_vision, shared_prefix, completion_only_logits" in said  # no fallback
+    assert_same_training(r0, r1, single)
+    _assert_same_files(tmp_path / "fsdp" / "adapter_model.safetensors",
+                       tmp_path / "one" / "out" / "adapter_model.safetensors")
+
+
+@pytest.mark.slow
+def test_fsdp2_full_finetuning_with_trainable_vision_matches_one_process(tmp_path):
+    """Plain rows (shared_prefix off): each pair's images encoded once, with grad; the head trains."""
+    r0, r1, said, single = _train_both(tmp_path, "tiny:qwen2_vl", finetuning_type="full", learning_rate=1e-4,
+                                       shared_prefix=False, padding_free=False, freeze_vision_tower=False)
+    assert "fast paths: share_vision, completion_only_logits" in said
+    assert any("visual" in k for k in r0) and any("lm_head" in k for k in r0)  # both really trained
+    assert_same_training(r0, r1, single)
+    _assert_same_files(tmp_path / "fsdp" / "model.safetensors", tmp_path / "one" / "out" / "model.safetensors")
