@@ -19,16 +19,17 @@ from vlmdpo.train.loop import run_training
 SETTINGS = dict(max_steps=2, learning_rate=5e-3, seed=7, max_length=512)
 
 
-def _train_both(tmp_path, model: str, **settings):
+def _train_both(tmp_path, model: str, per_device: dict, global_batch: int, **settings):
+    """FSDP2 on 2 processes with `per_device` batching vs one process with the same global batch."""
     settings = {**SETTINGS, **settings}
     values = dict(model_name_or_path=model, dataset=str(SAMPLE_IMAGES), output_dir=str(tmp_path / "fsdp"),
-                  per_device_train_batch_size=2, progress_bar=False, logging_steps=1, save_steps=None, **settings)
+                  progress_bar=False, logging_steps=1, save_steps=None, **per_device, **settings)
     if settings.get("finetuning_type") != "full":
         values.update(lora_rank=4, lora_alpha=8)
     r0, r1, said = launch_two(tmp_path, values, FSDP2)
     assert "distributed_type: FSDP" in said  # sharded for real, not DDP
     single = run_training(tiny_config(tmp_path / "one", SAMPLE_IMAGES, model_name_or_path=model,
-                                      per_device_train_batch_size=4, **settings), echo=lambda _m: None)
+                                      per_device_train_batch_size=global_batch, **settings), echo=lambda _m: None)
     losses = [[r["loss"] for r in read_jsonl(tmp_path / run / "metrics.jsonl")] for run in ("fsdp", "one/out")]
     assert losses[0] == pytest.approx(losses[1], abs=1e-5) and len(losses[0]) == 2 and losses[0][1] != losses[0][0]
     return r0, r1, said, single
@@ -45,7 +46,9 @@ def _assert_same_files(fsdp_file, one_file) -> None:
 
 @pytest.mark.slow
 def test_fsdp2_lora_with_shared_frozen_vision_matches_one_process(tmp_path):
-    r0, r1, said, single = _train_both(tmp_path, "tiny:idefics3", lora_dropout=0.0, freeze_projector=True)
+    """With gradient accumulation: FSDP2's gradient sync is skipped on the first micro-batch."""
+    r0, r1, said, single = _train_both(tmp_path, "tiny:idefics3", dict(per_device_train_batch_size=2,
+                                       gradient_accumulation_steps=2), 8, lora_dropout=0.0, freeze_projector=True)
     assert "fast paths: share_vision, shared_prefix, completion_only_logits" in said  # no fallback
     assert_same_training(r0, r1, single)
     _assert_same_files(tmp_path / "fsdp" / "adapter_model.safetensors",
@@ -55,7 +58,8 @@ def test_fsdp2_lora_with_shared_frozen_vision_matches_one_process(tmp_path):
 @pytest.mark.slow
 def test_fsdp2_full_finetuning_with_trainable_vision_matches_one_process(tmp_path):
     """Plain rows (shared_prefix off): each pair's images encoded once, with grad; the head trains."""
-    r0, r1, said, single = _train_both(tmp_path, "tiny:qwen2_vl", finetuning_type="full", learning_rate=1e-4,
+    r0, r1, said, single = _train_both(tmp_path, "tiny:qwen2_vl", dict(per_device_train_batch_size=2), 4,
+                                       finetuning_type="full", learning_rate=1e-4,
                                        shared_prefix=False, padding_free=False, freeze_vision_tower=False)
     assert "fast paths: share_vision, completion_only_logits" in said
     assert any("visual" in k for k in r0) and any("lm_head" in k for k in r0)  # both really trained

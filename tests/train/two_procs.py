@@ -12,13 +12,9 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).parent
-# accelerate 1.x spawns several CPU processes with `--cpu` only through mpirun; without MPI,
-# the torchrun-based launcher plus ACCELERATE_USE_CPU gives real multi-CPU processes (gloo).
-DDP = ("--multi_gpu",)
-# FSDP2 as examples/accelerate/fsdp2.yaml sets it (fsdp_worker.py says why it needs a worker of its own).
-FSDP2 = ("--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
-         "--fsdp_state_dict_type", "FULL_STATE_DICT", "--fsdp_reshard_after_forward", "true",
-         "--fsdp_cpu_ram_efficient_loading", "false")
+CONFIGS = HERE.parents[1] / "examples" / "accelerate"
+# The shipped accelerate configs, with 2 processes; fsdp_worker.py says why FSDP needs its own worker.
+DDP, FSDP2 = CONFIGS / "ddp.yaml", CONFIGS / "fsdp2.yaml"
 
 
 def _free_port() -> int:
@@ -27,12 +23,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two(tmp_path: Path, values: dict, mode: tuple[str, ...] = DDP) -> tuple[dict, dict, str]:
+def launch_two(tmp_path: Path, values: dict, config: Path = DDP) -> tuple[dict, dict, str]:
     """Train with 2 CPU processes; each rank's trainable weights, and what rank 0 said."""
+    # accelerate 1.x spawns several CPU processes with `--cpu` only through mpirun; without MPI,
+    # the torchrun-based launcher plus ACCELERATE_USE_CPU gives real multi-CPU processes (gloo).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
-    worker = HERE / ("ddp_worker.py" if mode == DDP else "fsdp_worker.py")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+    worker = HERE / ("fsdp_worker.py" if config == FSDP2 else "ddp_worker.py")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()),
            str(worker), json.dumps(values), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
