@@ -65,3 +65,32 @@ def test_fsdp2_full_finetuning_with_trainable_vision_matches_one_process(tmp_pat
     assert any("visual" in k for k in r0) and any("lm_head" in k for k in r0)  # both really trained
     assert_same_training(r0, r1, single)
     _assert_same_files(tmp_path / "fsdp" / "model.safetensors", tmp_path / "one" / "out" / "model.safetensors")
+
+
+def _batching(rank: int, lockstep: bool):
+    from vlmdpo.train.data import StepBatch
+    from vlmdpo.train.run import Batching
+
+    class Rows:  # a dataset of positions; a batch is the list of its positions
+        def __getitem__(self, i):
+            return i
+
+    def collate(items):
+        return StepBatch(batch=type("B", (), {"to": lambda self, _d: self, "rows": items})(), indices=list(items))
+
+    return Batching(collate, device="cpu", world_size=2, rank=rank, train_batch_size=1, eval_batch_size=1,
+                    num_workers=0, seed=0, lockstep=lockstep), Rows()
+
+
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_sharded_processes_run_as_many_eval_batches_and_count_each_pair_once(lockstep):
+    """5 pairs over 2 processes: 3 batches and 2; under FSDP the second runs a third, counted nowhere
+    (else the first waits forever in its third forward's all-gather)."""
+    counts, counted = [], []
+    for rank in (0, 1):
+        batching, rows = _batching(rank, lockstep)
+        out = list(batching.eval_batches(rows, [10, 11, 12, 13, 14]))
+        counts.append(len(out))
+        counted += [i for sb in out if sb.counted for i in sb.indices]
+    assert counts == ([3, 3] if lockstep else [3, 2])
+    assert sorted(counted) == [10, 11, 12, 13, 14]

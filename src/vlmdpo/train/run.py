@@ -7,7 +7,7 @@ state. `fit(run)` (loop.py) only steps through it; `finish(run, ...)` (finish.py
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -42,13 +42,23 @@ class Batching:
     eval_batch_size: int
     num_workers: int
     seed: int
+    lockstep: bool = False  # sharded (FSDP / DeepSpeed): every forward gathers parameters, a collective
 
     def eval_batches(self, ds: EncodedPairs, positions: list[int]) -> Iterator[StepBatch]:
-        """This process's share of `positions`, in order, on the device."""
+        """This process's share of `positions`, in order, on the device.
+
+        In lockstep every process runs as many batches as the first (which has the largest share):
+        a shorter share is topped up with repeats of a batch marked `counted=False`, so that no
+        process waits forever in a forward the others never run, and no pair counts twice."""
         mine = shard(positions, world_size=self.world_size, rank=self.rank)
         size = self.eval_batch_size
         batches = [mine[i:i + size] for i in range(0, len(mine), size)]
-        return (to_device(b, self.device) for b in make_loader(ds, batches, self.collate, self.num_workers))
+        most = -(-len(shard(positions, world_size=self.world_size, rank=0)) // size)
+        extra = most - len(batches) if self.lockstep else 0
+        batches += [batches[-1] if batches else positions[:size]] * extra
+        loader = make_loader(ds, batches, self.collate, self.num_workers)
+        return (to_device(b if i < len(batches) - extra else replace(b, counted=False), self.device)
+                for i, b in enumerate(loader))
 
     def epoch(self, ds: EncodedPairs, epoch: int, skip: int) -> tuple[Iterator[StepBatch], int]:
         """The seeded shuffle of `epoch` for this process, past its first `skip` micro-batches:
@@ -169,7 +179,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
                         device=acc.device, world_size=acc.num_processes, rank=acc.process_index,
                         train_batch_size=cfg.per_device_train_batch_size,
                         eval_batch_size=cfg.per_device_eval_batch_size, num_workers=cfg.dataloader_num_workers,
-                        seed=cfg.seed)
+                        seed=cfg.seed, lockstep=sharded(acc))
     reference = None
     if cfg.needs_reference:
         from vlmdpo.model.reference import make_reference
