@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from train_helpers import SAMPLE_IMAGES, read_jsonl, tiny_config
-from two_procs import FSDP2, assert_same_training, launch_two
+from two_procs import FSDP2, assert_same_training, free_port, launch_two, vision_check
 from vlmdpo.train.loop import run_training
 
 SETTINGS = dict(max_steps=2, learning_rate=5e-3, seed=7, max_length=512)
@@ -65,6 +65,23 @@ def test_fsdp2_full_finetuning_with_trainable_vision_matches_one_process(tmp_pat
     assert any("visual" in k for k in r0) and any("lm_head" in k for k in r0)  # both really trained
     assert_same_training(r0, r1, single)
     _assert_same_files(tmp_path / "fsdp" / "model.safetensors", tmp_path / "one" / "out" / "model.safetensors")
+
+
+def test_text_only_beside_image_batches_when_sharded_is_a_clear_error():
+    """One process's micro-batch text-only while the other's has images: the vision units'
+    all-gather would wait forever, so both processes stop with what to do instead (seen end to end
+    with tiny:idefics3, per_device_train_batch_size 1, under fsdp2.yaml)."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    mp.start_processes(vision_check, args=(free_port(), errors), nprocs=2, join=True, start_method="spawn")
+    said = []
+    while not errors.empty():
+        said.append(errors.get())
+    assert len(said) == 2  # both processes stopped with the error
+    assert all("all processes must have images or none" in s and "ddp.yaml" in s for s in said)
+    assert {"has some" in s for s in said} == {True, False}  # each says which side it is on
 
 
 def _batching(rank: int, lockstep: bool):

@@ -17,7 +17,7 @@ CONFIGS = HERE.parents[1] / "examples" / "accelerate"
 DDP, FSDP2 = CONFIGS / "ddp.yaml", CONFIGS / "fsdp2.yaml"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -31,8 +31,7 @@ def launch_two(tmp_path: Path, values: dict, config: Path = DDP) -> tuple[dict, 
     worker = HERE / ("fsdp_worker.py" if config == FSDP2 else "ddp_worker.py")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()),
-           str(worker), json.dumps(values), str(tmp_path)]
+           "--main_process_port", str(free_port()), str(worker), json.dumps(values), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in (0, 1))
@@ -50,3 +49,22 @@ def assert_same_training(r0: dict, r1: dict, single) -> None:
         # on other pairs than the single process would be off by whole steps (~lr = 5e-3).
         torch.testing.assert_close(r0[k], w1[k], rtol=0, atol=5e-5, msg=lambda m: f"{k}: {m}")
     assert all(w1[k].abs().sum() > 0 for k in w1 if "lora_B" in k)  # LoRA really trained (B starts at 0)
+
+
+def vision_check(rank: int, port: int, errors) -> None:
+    """Spawned by test_fsdp2.py (here, for light imports): ranks 0 and 1 disagree on images."""
+    import torch.distributed as dist
+
+    from vlmdpo.batching.layout import _same_vision_everywhere
+    from vlmdpo.errors import FixableError
+    from vlmdpo.types import Batch
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:  # rank 0 has an image, rank 1 none
+        batch = Batch(model_inputs={"pixel_values": 0} if rank == 0 else {}, completion_mask=None, ids=["p"],
+                      num_pairs=1)
+        _same_vision_everywhere(lambda m, b: None, "FSDP2", torch.nn.Linear(1, 1), batch)
+    except FixableError as e:
+        errors.put(str(e))
+    finally:
+        dist.destroy_process_group()

@@ -226,9 +226,13 @@ def _writable(out: Path) -> None:
                            "set output_dir to a folder you can create and write to") from None
 
 
+def _kind(acc) -> str:
+    return str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper()
+
+
 def sharded(acc) -> bool:
     """True under FSDP / DeepSpeed: each process holds only shards of the parameters."""
-    return str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper() in ("FSDP", "DEEPSPEED")
+    return _kind(acc) in ("FSDP", "DEEPSPEED")
 
 
 def _checkpoint_every(cfg, acc, say: Say) -> int | None:
@@ -239,10 +243,10 @@ def _checkpoint_every(cfg, acc, say: Say) -> int | None:
     asked = ("save_steps" in cfg.model_fields_set and cfg.save_steps) or cfg.save_strategy in ("steps", "epoch")
     if asked or cfg.resume_from_checkpoint or cfg.early_stopping_patience or cfg.load_best_model_at_end:
         raise FixableError(f"save_steps / save_strategy / resume_from_checkpoint / early_stopping_patience / "
-                           f"load_best_model_at_end: checkpoints are not supported under {acc.distributed_type} yet",
+                           f"load_best_model_at_end: checkpoints are not supported under {_kind(acc)} yet",
                            "set save_steps: null (the final model is still saved), or train with DDP")
     if cfg.save_steps:
-        say(f"no intermediate checkpoints under {acc.distributed_type} yet (only the final model is saved)")
+        say(f"no intermediate checkpoints under {_kind(acc)} yet (only the final model is saved)")
     return None
 
 

@@ -4,8 +4,9 @@ The model runs through its own top-level forward (so DDP / FSDP2 / PEFT wrappers
 call) with our attention mask, position ids and vision features (encoded once, from a pre-hook
 inside that call). A pre-hook on the LM head applies the head to completion positions only, in
 chunks (`logits.head_logps`), and hands the head an empty slice, so the full-vocabulary logits
-are never built. Every parameter is used inside the model's call, where FSDP2 has gathered it. What a family's own forward does that this must redo (mRoPE,
-bidirectional image attention, logit soft-capping) is read from its `FamilyAdapter`.
+are never built. Every parameter is used inside the model's call, where FSDP2 has gathered it.
+What a family's own forward does that this must redo (mRoPE, bidirectional image attention,
+logit soft-capping) is read from its `FamilyAdapter`.
 """
 from __future__ import annotations
 
