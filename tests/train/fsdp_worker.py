@@ -1,4 +1,4 @@
-"""Run by `accelerate launch --use_fsdp --fsdp_version 2` from test_fsdp2.py on CPU processes.
+"""Run by `accelerate launch --config_file examples/accelerate/fsdp2.yaml` from test_fsdp2.py on CPU processes.
 
 accelerate 1.15 turns FSDP on only for accelerator devices: `AcceleratorState.__init__` sets
 DistributedType.FSDP inside its `elif self.distributed_type in [MULTI_GPU, MULTI_NPU, ...]`

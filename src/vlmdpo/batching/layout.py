@@ -23,8 +23,8 @@ _SHARDED = ("FSDP", "FSDP2", "DEEPSPEED")
 _PLAIN_ONLY = {
     "FSDP": "FSDP1 (fsdp_version: 1) gathers its flat parameters only inside the wrapped forward; "
             "set fsdp_version: 2 (examples/accelerate/fsdp2.yaml) to keep them",
-    "DEEPSPEED": "DeepSpeed is not tested with them (it cannot be installed on the CPU test machines); "
-                 "use FSDP2 (examples/accelerate/fsdp2.yaml) or DDP to keep them",
+    "DEEPSPEED": "they are not tested under DeepSpeed; use FSDP2 (examples/accelerate/fsdp2.yaml) or DDP "
+                 "to keep them",
 }
 
 
