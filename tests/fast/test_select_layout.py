@@ -37,7 +37,8 @@ def test_plain_layout_when_every_switch_is_off():
 def test_the_attention_kernel_and_sharded_setups_turn_paths_off():
     lay = layout(FastOptions(padding_free=True), attn="flash_attention_2")
     assert lay.fast_paths == ("share_vision", "completion_only_logits") and lay.collate_fn(PAIRS).layout == "plain"
-    assert layout(FastOptions(), distributed_type="MULTI_GPU").fast_paths  # DDP keeps them
-    for kind in ("FSDP", "DEEPSPEED"):
+    for kind in ("MULTI_GPU", "FSDP2"):  # DDP and FSDP2 keep them (tests/train/test_distributed.py, test_fsdp2.py)
+        assert layout(FastOptions(), distributed_type=kind).fast_paths
+    for kind, fix in (("FSDP", "fsdp_version: 2"), ("DEEPSPEED", "FSDP2")):
         lay = layout(FastOptions(), distributed_type=kind)
-        assert lay.logps_fn is batch_logps and lay.fast_paths == () and kind in lay.reason_off
+        assert lay.logps_fn is batch_logps and lay.fast_paths == () and kind in lay.reason_off and fix in lay.reason_off

@@ -1,10 +1,17 @@
-"""Run by `accelerate launch` from test_distributed.py: train, then save this rank's trainable weights."""
+"""Run by `accelerate launch` from test_distributed.py / test_fsdp2.py: train, then save this
+rank's trainable weights (whole tensors: FSDP2 shards are gathered) and what rank 0 said."""
 from __future__ import annotations
 
 import json
 import sys
 
 import torch
+
+
+def _whole(p: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu()
 
 
 def main() -> None:
@@ -17,8 +24,10 @@ def main() -> None:
     values, out = json.loads(sys.argv[1]), sys.argv[2]
     said: list[str] = []
     res = run_training(load_config(None, values), echo=said.append)
-    rank = PartialState().process_index
-    weights = {n: p.detach().cpu() for n, p in res.model.named_parameters() if p.requires_grad}
+    state = PartialState()
+    rank = state.process_index
+    said.append(f"distributed_type: {state.distributed_type.value}")
+    weights = {n: _whole(p) for n, p in res.model.named_parameters() if p.requires_grad}
     torch.save(weights, f"{out}/rank{rank}.pt")
     with open(f"{out}/rank{rank}.log", "w") as fh:
         fh.write("\n".join(said) + "\n")

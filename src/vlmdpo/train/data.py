@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,6 +27,7 @@ class StepBatch:
 
     batch: Batch
     indices: list[int]
+    counted: bool = True  # False: run only to keep sharded processes in step (run.py:Batching.eval_batches)
 
     @property
     def num_tokens(self) -> int:
@@ -177,4 +178,4 @@ def make_loader(dataset: EncodedPairs, batches: list[list[int]], collate: Callab
 
 
 def to_device(step: StepBatch, device: torch.device) -> StepBatch:
-    return StepBatch(step.batch.to(device), step.indices)
+    return replace(step, batch=step.batch.to(device))

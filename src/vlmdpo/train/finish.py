@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from vlmdpo import atomic
 from vlmdpo.hub import push_run
@@ -15,7 +16,7 @@ from vlmdpo.train.checkpoint import load_weights
 from vlmdpo.types import Dropped
 from vlmdpo.train.metrics import read_metrics
 from vlmdpo.train.plot import plot_training_curves
-from vlmdpo.train.run import Progress, Run
+from vlmdpo.train.run import Progress, Run, sharded
 
 
 @dataclass
@@ -81,14 +82,14 @@ def save_final(acc, model, *, is_peft: bool, processor, config: dict[str, Any], 
 
     acc.wait_for_everyone()
     unwrapped = acc.unwrap_model(model)
-    state_dict = None if is_peft else acc.get_state_dict(model)  # every process: FSDP gathers here
+    # every process takes part: FSDP / DeepSpeed gather whole tensors here (onto the main process);
+    # a LoRA model's own state is whole unless sharded, and save_pretrained keeps only its adapter
+    state_dict = acc.get_state_dict(model) if sharded(acc) or not is_peft else None
     if acc.is_main_process:
         # written beside, then each file renamed in: a kill leaves old or new files, never partial ones
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out))
         try:
-            if is_peft:
-                unwrapped.save_pretrained(str(tmp))
-            else:
+            with _original_class(unwrapped):
                 unwrapped.save_pretrained(str(tmp), state_dict=state_dict)
             processor.save_pretrained(str(tmp))
             (tmp / "vlmdpo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -97,3 +98,22 @@ def save_final(acc, model, *, is_peft: bool, processor, config: dict[str, Any], 
             shutil.rmtree(tmp, ignore_errors=True)
         say(f"saved the {'LoRA adapter' if is_peft else 'model'} and processor to {out}")
     acc.wait_for_everyone()
+
+
+@contextmanager
+def _original_class(model) -> Iterator[None]:
+    """FSDP2's `fully_shard` swaps a module's class for a generated `FSDP<Name>(FSDPModule, Name)`,
+    and transformers finds a model's checkpoint key conversions by class name: saved as the
+    generated class, Qwen2-VL's weights would keep their in-memory names, unlike a one-process run.
+    The state dict handed to save_pretrained is already whole, so the model saves as its own class."""
+    from torch.distributed.fsdp import FSDPModule
+
+    swapped = type(model)
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.__class__ = next(b for b in swapped.__bases__ if not issubclass(b, FSDPModule))
+    try:
+        yield
+    finally:
+        model.__class__ = swapped

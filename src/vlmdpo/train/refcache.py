@@ -113,6 +113,8 @@ def compute_ref_cache(positions: Sequence[int], batches_of: Callable[[list[int]]
     mine: list[tuple[int, list[float | None]]] = []
     for step in batches_of(list(positions)):
         lp = ref_logps(step.batch)
+        if not step.counted:
+            continue
         cols = [getattr(lp, f) for f in FIELDS]
         for j, pos in enumerate(step.indices):
             mine.append((pos, [None if c is None else float(c[j]) for c in cols]))

@@ -7,7 +7,7 @@ state. `fit(run)` (loop.py) only steps through it; `finish(run, ...)` (finish.py
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -42,13 +42,23 @@ class Batching:
     eval_batch_size: int
     num_workers: int
     seed: int
+    lockstep: bool = False  # sharded (FSDP / DeepSpeed): every forward gathers parameters, a collective
 
     def eval_batches(self, ds: EncodedPairs, positions: list[int]) -> Iterator[StepBatch]:
-        """This process's share of `positions`, in order, on the device."""
+        """This process's share of `positions`, in order, on the device.
+
+        In lockstep every process runs as many batches as the first (which has the largest share):
+        a shorter share is topped up with repeats of a batch marked `counted=False`, so that no
+        process waits forever in a forward the others never run, and no pair counts twice."""
         mine = shard(positions, world_size=self.world_size, rank=self.rank)
         size = self.eval_batch_size
         batches = [mine[i:i + size] for i in range(0, len(mine), size)]
-        return (to_device(b, self.device) for b in make_loader(ds, batches, self.collate, self.num_workers))
+        most = -(-len(shard(positions, world_size=self.world_size, rank=0)) // size)
+        extra = most - len(batches) if self.lockstep else 0
+        batches += [batches[-1] if batches else positions[:size]] * extra
+        loader = make_loader(ds, batches, self.collate, self.num_workers)
+        return (to_device(b if i < len(batches) - extra else replace(b, counted=False), self.device)
+                for i, b in enumerate(loader))
 
     def epoch(self, ds: EncodedPairs, epoch: int, skip: int) -> tuple[Iterator[StepBatch], int]:
         """The seeded shuffle of `epoch` for this process, past its first `skip` micro-batches:
@@ -169,7 +179,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
                         device=acc.device, world_size=acc.num_processes, rank=acc.process_index,
                         train_batch_size=cfg.per_device_train_batch_size,
                         eval_batch_size=cfg.per_device_eval_batch_size, num_workers=cfg.dataloader_num_workers,
-                        seed=cfg.seed)
+                        seed=cfg.seed, lockstep=sharded(acc))
     reference = None
     if cfg.needs_reference:
         from vlmdpo.model.reference import make_reference
@@ -188,7 +198,7 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     # The scheduler is not prepared: accelerate would step it once per process per step.
     model, optimizer = acc.prepare(model, optimizer)
     save_steps = _checkpoint_every(cfg, acc, say)
-    save_when = "no" if _sharded(acc) else cfg.save_when
+    save_when = "no" if sharded(acc) else cfg.save_when
     state, resumed_from = _resume(cfg, run_print, acc, out, say, model=model, optimizer=optimizer,
                                   scheduler=scheduler)
     bco = RunningMean()
@@ -216,22 +226,27 @@ def _writable(out: Path) -> None:
                            "set output_dir to a folder you can create and write to") from None
 
 
-def _sharded(acc) -> bool:
-    return str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper() in ("FSDP", "DEEPSPEED")
+def _kind(acc) -> str:
+    return str(getattr(acc.distributed_type, "value", acc.distributed_type)).upper()
+
+
+def sharded(acc) -> bool:
+    """True under FSDP / DeepSpeed: each process holds only shards of the parameters."""
+    return _kind(acc) in ("FSDP", "DEEPSPEED")
 
 
 def _checkpoint_every(cfg, acc, say: Say) -> int | None:
     """save_steps as it applies here. Checkpoints hold whole (gathered) tensors; sharded FSDP / DeepSpeed
     state is not written yet: there only the final model is saved, and asking for more is refused."""
-    if not _sharded(acc):
+    if not sharded(acc):
         return cfg.save_steps
     asked = ("save_steps" in cfg.model_fields_set and cfg.save_steps) or cfg.save_strategy in ("steps", "epoch")
     if asked or cfg.resume_from_checkpoint or cfg.early_stopping_patience or cfg.load_best_model_at_end:
         raise FixableError(f"save_steps / save_strategy / resume_from_checkpoint / early_stopping_patience / "
-                           f"load_best_model_at_end: checkpoints are not supported under {acc.distributed_type} yet",
+                           f"load_best_model_at_end: checkpoints are not supported under {_kind(acc)} yet",
                            "set save_steps: null (the final model is still saved), or train with DDP")
     if cfg.save_steps:
-        say(f"no intermediate checkpoints under {acc.distributed_type} yet (only the final model is saved)")
+        say(f"no intermediate checkpoints under {_kind(acc)} yet (only the final model is saved)")
     return None
 
 

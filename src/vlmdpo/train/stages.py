@@ -203,11 +203,11 @@ def epoch_float(state, batches_per_epoch: int) -> float:
 
 def choose_layout(options, bundle, acc, say: Say):
     """The run's (collate_fn, logps_fn) pair, chosen once (`vlmdpo.batching.layout.select_layout`)."""
-    from vlmdpo.batching.layout import select_layout
+    from vlmdpo.batching.layout import distributed_kind, select_layout
 
     layout = select_layout(options, model=bundle.model, family=bundle.family,
                            pad_token_id=bundle.pad_token_id,
-                           distributed_type=acc.distributed_type.value if acc.num_processes > 1 else None)
+                           distributed_type=distributed_kind(acc))
     if layout.reason_off:
         say(layout.reason_off)
     elif layout.fast_paths:

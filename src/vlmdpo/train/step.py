@@ -111,7 +111,8 @@ def evaluate(batches: Callable[[], Any], *, model, logps_fn: Callable, ref_sourc
             policy = logps_fn(model, sb.batch)
             ref = ref_source(sb, accelerator.device)
             _, m = _loss_and_metrics(policy, ref, losses, bco, accelerator, update_bco=False)
-            agg.add({k: v.item() for k, v in m.items()}, sb.batch.num_pairs)
+            if sb.counted:
+                agg.add({k: v.item() for k, v in m.items()}, sb.batch.num_pairs)
     finally:
         model.train(was_training)
     means = {k: agg.result().get(k, 0.0) for k in metric_keys}

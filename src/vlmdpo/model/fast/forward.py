@@ -1,16 +1,18 @@
 """`fast_batch_logps`: sequence log-probs of a `SharedBatch`, equal to the plain path's.
 
-The model runs through its own top-level forward (so DDP / FSDP / PEFT wrappers see a normal
-call) with our attention mask, position ids and, when given, precomputed vision features. A
-pre-hook on the LM head takes the final hidden states and hands the head an empty slice, so the
-full-vocabulary logits are never built; the head is then applied to completion positions only,
-in chunks (`logits.head_logps`). What a family's own forward does that this must redo (mRoPE,
-bidirectional image attention, logit soft-capping) is read from its `FamilyAdapter`.
+The model runs through its own top-level forward (so DDP / FSDP2 / PEFT wrappers see a normal
+call) with our attention mask, position ids and vision features (encoded once, from a pre-hook
+inside that call). A pre-hook on the LM head applies the head to completion positions only, in
+chunks (`logits.head_logps`), and hands the head an empty slice, so the full-vocabulary logits
+are never built. Every parameter is used inside the model's call, where FSDP2 has gathered it.
+What a family's own forward does that this must redo (mRoPE, bidirectional image attention,
+logit soft-capping) is read from its `FamilyAdapter`.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -20,7 +22,8 @@ from vlmdpo.model.fast.logits import head_logps, reduce_completion_logps
 from vlmdpo.model.fast.masks import SHARED_PREFIX_IMPLEMENTATIONS, build_attention_mask, image_blocks
 from vlmdpo.model.fast.positions import position_ids
 from vlmdpo.model.fast.vision import (
-    batch_vision_features, can_share_vision, forward_vision_kwargs, inner_model, tower_replay, unwrap,
+    batch_vision_features, can_share_vision, encode_in_forward, forward_vision_kwargs, inner_model, tower_replay,
+    unwrap,
 )
 from vlmdpo.model.placement import model_device
 from vlmdpo.types import FastOptions, LogpPair, SharedBatch
@@ -46,14 +49,24 @@ def _embedding_dtype(model: Any) -> torch.dtype:
     return next(base.parameters()).dtype
 
 
-class _TakeHidden:
-    """Forward pre-hook on the LM head: keep its input, give it an empty slice instead."""
+class _CompletionHead:
+    """Forward pre-hook on the LM head: apply the head to the completion positions of its input
+    (`logits.head_logps`, chunked), keep those log-probs, and hand the head an empty slice.
 
-    def __init__(self) -> None:
-        self.hidden: torch.Tensor | None = None
+    Done inside the head's own call, with `module.forward` (no hooks again), because that is where
+    FSDP2 has gathered the head's unit and registered its gradient reduction on the head's input:
+    further calls of the head after the model's forward would each reduce and free the unit again
+    in backward, while the chunks recomputed in backward still need it (a crash on CPU).
+    """
+
+    def __init__(self, idx: Any, softcap: float | None, chunk_size: int) -> None:
+        self.idx, self.softcap, self.chunk_size = idx, softcap, chunk_size
+        self.token_logps: torch.Tensor | None = None
 
     def __call__(self, module, args):
-        self.hidden = args[0]
+        hidden = args[0][self.idx.row, self.idx.pred]
+        self.token_logps = head_logps(hidden, self.idx.target, module.forward, softcap=self.softcap,
+                                      chunk_size=self.chunk_size)
         return (args[0][:, :0],)
 
 
@@ -100,19 +113,23 @@ def fast_batch_logps(
     family = adapter_for(family if family is not None else base)
     inner = inner_model(model)
     device = model_device(model)
-    share = options.share_vision and batch.vision
-    replay = tower_replay(model, batch, family) if share else nullcontext()
-    with replay:
-        if vision_features is None and share:
-            vision_features = _shared_or_once(model, batch, device)
-        kwargs = forward_vision_kwargs(batch, vision_features, device, _embedding_dtype(model))
+    dtype = _embedding_dtype(model)
+    share = options.share_vision and batch.vision and vision_features is None
+    # Parameters are used only inside the model's own call, where FSDP's hooks have gathered them:
+    # the vision encoder runs from a pre-hook on the model (`encode_in_forward`), the LM head on
+    # completion positions from a pre-hook on the head (`_CompletionHead`).
+    with ExitStack() as scope:
+        if share:
+            scope.enter_context(tower_replay(model, batch, family))
+            scope.enter_context(encode_in_forward(model, partial(_shared_or_once, model, batch, device, dtype)))
+        kwargs = forward_vision_kwargs(batch, vision_features, device, dtype)
         kwargs["attention_mask"] = build_mask(model, batch, device, family)
         kwargs["position_ids"] = position_ids(inner, batch, device, family)
         ids = batch.input_ids.to(device)
         idx = batch.completion.to(device)
         if options.completion_only_logits:
             head = base.get_output_embeddings()
-            take = _TakeHidden()
+            take = _CompletionHead(idx, family.logit_softcap(base.config), options.logits_chunk_size)
             handle = head.register_forward_pre_hook(take)
             try:
                 model(input_ids=ids, use_cache=False, **kwargs)
@@ -122,22 +139,20 @@ def fast_batch_logps(
             logits = model(input_ids=ids, use_cache=False, **kwargs).logits
 
     if options.completion_only_logits:
-        hidden = take.hidden[idx.row, idx.pred]
-        token_logps = head_logps(hidden, idx.target, head, softcap=family.logit_softcap(base.config),
-                                 chunk_size=options.logits_chunk_size)
+        token_logps = take.token_logps
     else:
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         token_logps = torch.log_softmax(logits, dim=-1)[idx.row, idx.pred, idx.target]
     return reduce_completion_logps(token_logps, idx.pair, idx.side, idx.k, batch.chosen_lengths, batch.rejected_lengths)
 
 
-def _shared_or_once(model: Any, batch: SharedBatch, device: torch.device) -> dict[str, Any] | None:
+def _shared_or_once(model: Any, batch: SharedBatch, device: torch.device, dtype: torch.dtype) -> dict[str, Any] | None:
     if can_share_vision(model):
         if batch.vision_cache is None:
             with torch.no_grad():
-                batch.vision_cache = batch_vision_features(model, batch, device, _embedding_dtype(model))
+                batch.vision_cache = batch_vision_features(model, batch, device, dtype)
         return batch.vision_cache
     if batch.vision_repeats:
-        return batch_vision_features(model, batch, device, _embedding_dtype(model))  # with grad: the tower or projector trains
+        return batch_vision_features(model, batch, device, dtype)  # with grad: the tower or projector trains
     return None  # each image is in the input once already: the forward encodes it once
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -130,6 +130,32 @@ def tower_replay(model: Any, batch: SharedBatch, family: Any = None) -> Iterator
             tower.forward = saved
         else:
             del tower.forward
+
+
+@contextmanager
+def encode_in_forward(model: Any, encode: Callable[[], dict[str, Any] | None]) -> Iterator[None]:
+    """Run `encode` at the start of the model's own call and hand what it returns (encoder outputs,
+    or None to keep the pixel inputs) to the forward in place of the pixel inputs.
+
+    Why inside the call: FSDP2 (`fully_shard`) keeps the root unit's parameters (patch embeddings,
+    projector, ... everything not in a unit of its own) sharded until the root's pre-forward hook
+    gathers them; the encoder run before the call would read shards. A pre-hook on the unwrapped
+    model runs after that gather (a wrapper's call reaches it; FSDP's own hooks come first) and,
+    being inside the call, puts the encoder in the graph whose gradients DDP / FSDP reduce.
+    """
+    def pre(module, args, kwargs):
+        features = encode()
+        if features is None:
+            return None
+        kept = {k: v for k, v in kwargs.items() if k not in PIXEL_KEYS}
+        kept["mm_encoder_outputs"] = dict(features)  # a fresh dict: the forwards write into it
+        return args, kept
+
+    handle = unwrap(model).register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _call_features(fn: Any, values: dict[str, Any], first: str) -> Any:
