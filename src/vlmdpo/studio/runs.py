@@ -152,12 +152,22 @@ def _start(home: StudioHome, run_id: int, folder: Path, overrides: list[str]) ->
     (folder / EXIT_CODE).unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "vlmdpo.studio.runs", str(folder), str(home.db_path), str(run_id), "--",
            "train", str(folder / CONFIG), *overrides]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _python_path()}
     with open(folder / LOG, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=folder,
                                 env=env, start_new_session=True)
     _children[proc.pid] = proc
     _update(home, run_id, pid=proc.pid, status="starting", message=None)
+
+
+def _python_path() -> str:
+    """The folder this vlmdpo was imported from first, so the run uses the studio's own code (the run's working
+    folder is its run folder, where a relative PYTHONPATH would point nowhere)."""
+    import vlmdpo
+
+    here = str(Path(vlmdpo.__file__).resolve().parents[1])
+    rest = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join([here, *[p for p in rest if p != here]])
 
 
 def stop(home: StudioHome, run_id: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ router = APIRouter()
 
 # The config groups (config/<group>.py) as the form's sections; a few keys everyone sets are lifted to "Basics".
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Basics", ("ModelKeys", "DataKeys", "OptimKeys")),
+    ("Basics", ("ModelKeys", "DataKeys", "OptimKeys", "RunKeys")),
     ("LoRA", ("TrainableKeys",)),
     ("Preference loss", ("LossKeys",)),
     ("Images and lengths", ("EncodingKeys",)),
@@ -235,7 +235,7 @@ def _form_html(fields: list[dict[str, Any]]) -> str:
             f"<label class=field><span class=key>{esc(f['key'])} <small>{esc(f['type'])}</small></span>"
             f"{_input(f, STUDIO_DEFAULTS.get(f['key'], ''))}<span class=help>{esc(f['description'])}</span>"
             "<span class=field-error></span></label>" for f in fields if f["section"] == section)
-        parts.append(f"<details{' open' if section == 'Basics' else ''}><summary>{esc(section)}</summary>"
+        parts.append(f"<details{'' if section == 'Advanced' else ' open'}><summary>{esc(section)}</summary>"
                      f"<div class=fields>{rows}</div></details>")
     return "".join(parts)
 
