@@ -50,3 +50,31 @@ def stop_all_runs(home: StudioHome) -> None:
             child = runs._children.get(run["pid"])
             if child is not None:
                 child.wait(timeout=30)
+
+
+def fake_run(home: StudioHome, name: str, metrics: list[dict], *, status: str = "finished", log: str = "",
+             pid: int | None = None) -> dict:
+    """A runs-table row whose files are written here (no process), for the monitor's reading of them."""
+    folder = home.root / "runs" / name
+    out = folder / "output"
+    out.mkdir(parents=True)
+    (folder / runs.CONFIG).write_text("model_name_or_path: tiny:idefics3\n")
+    (folder / runs.LOG).write_text(log)
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    now = time.time()
+    with home.db() as con:
+        cur = con.execute("INSERT INTO runs(name, output_dir, config_path, pid, status, created, updated) "
+                          "VALUES(?, ?, ?, ?, ?, ?, ?)", (name, str(out), str(folder / runs.CONFIG), pid, status, now, now))
+    return runs.get_run(home, cur.lastrowid)
+
+
+def overfit_metrics(steps: int = 10, turn: int = 4) -> list[dict]:
+    """Training loss falling throughout; eval loss falling until step `turn`, then rising."""
+    rows = []
+    for s in range(1, steps + 1):
+        rows.append({"step": s, "loss": 0.7 - 0.05 * s, "rewards/accuracies": 0.5 + 0.04 * s,
+                     "rewards/margins": 0.01 * s, "learning_rate": 1e-4})
+        if s % 2 == 0:
+            rows.append({"step": s, "eval_loss": 0.6 - 0.02 * min(s, turn) + 0.03 * max(0, s - turn),
+                         "eval_rewards/accuracies": 0.6, "eval_rewards/margins": 0.02})
+    return rows

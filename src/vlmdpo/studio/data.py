@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
+from vlmdpo.data.validate import DataError
 from vlmdpo.errors import FixableError
 from vlmdpo.studio import uploads
 from vlmdpo.studio.app import get_home
@@ -41,8 +42,14 @@ def _load_kwargs(fmt: str, image_root: str | None, home: StudioHome) -> dict[str
     return {"format": fmt or "auto", "image_root": root}
 
 
+LIBRARY_ERRORS = (FixableError, DataError, ValueError, OSError)
+
+
 def _library_error(e: Exception) -> StudioError:
     """A data library error as the page shows it: at the path field, with the library's fix."""
+    if isinstance(e, DataError):
+        return StudioError("; ".join(str(err) for err in e.errors[:3]) or str(e), "fix the file, or pick another",
+                           field="path")
     if isinstance(e, FixableError):
         return StudioError(e.message, e.fix, field="path")
     return StudioError(str(e).splitlines()[0] if str(e) else type(e).__name__,
@@ -103,7 +110,10 @@ def api_check(path: str = "", format: str = "auto", image_root: str | None = Non
     try:
         report = check_data(source, check_images="decode" if decode_images else "header",
                             **_load_kwargs(format, image_root, home))
-    except (FixableError, ValueError, OSError) as e:
+    except DataError as e:  # the file as a whole cannot be read: its problems are the check's result
+        return {"ok": False, "formats": {}, "notes": [], "read": 0, "kept": 0, "skipped": 0,
+                "groups": check_groups(e.errors)}
+    except LIBRARY_ERRORS as e:
         raise _library_error(e) from None
     return {"ok": report.ok, "formats": report.formats, "notes": report.notes, "read": report.n_read,
             "kept": report.n_kept, "skipped": report.n_skipped, "groups": check_groups(report.errors)}
@@ -171,7 +181,7 @@ def api_preview(path: str = "", page: int = 0, size: int = PAGE_SIZE, format: st
                                   **_load_kwargs(format, image_root, home))
         valid = (r for r in stream if isinstance(r, PreferenceRecord))
         records = list(islice(valid, page * size, page * size + size + 1))
-    except (FixableError, ValueError, OSError) as e:
+    except LIBRARY_ERRORS as e:
         raise _library_error(e) from None
     return {"page": page, "size": size, "more": len(records) > size,
             "pairs": [preview_record(r) for r in records[:size]]}
@@ -189,7 +199,7 @@ def api_row(path: str = "", row: str = "", format: str = "auto", image_root: str
     except RowNotFound as e:
         file, n = parse_row(row) if row else (None, 0)
         return {"pair": None, "problem": e.message, "raw": _raw_line(home, file, n)}
-    except (FixableError, ValueError, OSError) as e:
+    except LIBRARY_ERRORS as e:
         raise _library_error(e) from None
     return {"pair": preview_record(record)}
 
@@ -229,7 +239,7 @@ def api_stats(path: str = "", model: str = "", format: str = "auto", image_root:
         return data_page_stats(source, model=model or None, **_load_kwargs(format, image_root, home))
     except FixableError as e:
         raise StudioError(e.message, e.fix, field="model" if model else "path") from None
-    except (ValueError, OSError) as e:
+    except (DataError, ValueError, OSError) as e:
         raise _library_error(e) from None
 
 
