@@ -65,7 +65,7 @@ def fake_run(home: StudioHome, name: str, metrics: list[dict], *, status: str = 
     with home.db() as con:
         cur = con.execute("INSERT INTO runs(name, output_dir, config_path, pid, status, created, updated) "
                           "VALUES(?, ?, ?, ?, ?, ?, ?)", (name, str(out), str(folder / runs.CONFIG), pid, status, now, now))
-    return runs.get_run(home, cur.lastrowid)
+    return runs._row(home, cur.lastrowid)  # as written: get_run would already settle a live status
 
 
 def overfit_metrics(steps: int = 10, turn: int = 4) -> list[dict]:
@@ -78,3 +78,18 @@ def overfit_metrics(steps: int = 10, turn: int = 4) -> list[dict]:
             rows.append({"step": s, "eval_loss": 0.6 - 0.02 * min(s, turn) + 0.03 * max(0, s - turn),
                          "eval_rewards/accuracies": 0.6, "eval_rewards/margins": 0.02})
     return rows
+
+
+def text_prefs(path: Path, n: int = 8) -> Path:
+    """Text-only pairs: the quickest data for a real tiny:causal_lm run."""
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
+             "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
+             "rejected": [{"role": "assistant", "content": f"Maybe {2 * i + 1}."}]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tiny_form(data: Path, name: str, **values: str) -> dict:
+    """The Train page's request for a tiny:causal_lm run on `data`."""
+    return {"run_name": name, "values": {"model_name_or_path": "tiny:causal_lm", "dataset": str(data),
+                                         "lora_rank": "4", "max_length": "128", "save_steps": "1000", **values}}
