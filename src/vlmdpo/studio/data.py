@@ -246,14 +246,14 @@ def api_stats(path: str = "", model: str = "", format: str = "auto", image_root:
 # ------------------------------------------------------------------------------------------- page
 @router.get("/data", response_class=HTMLResponse, include_in_schema=False)
 def page() -> HTMLResponse:
+    from vlmdpo.data.formats import FORMAT_NAMES
+
+    formats = "".join(f"<option>{name}</option>" for name in ("auto", *FORMAT_NAMES))
     body = (
-        "<link rel=stylesheet href='/static/vendor/uplot/uPlot.min.css'>"
         "<section class=card><h2>Choose data</h2><form id=pick class=row autocomplete=off>"
         "<label class='field grow'><span class=key>path</span><input name=path placeholder='a .jsonl / .json / "
         ".parquet file or a folder'><span class=field-error></span></label>"
-        "<label class=field><span class=key>format</span><select name=format><option>auto</option><option>trl"
-        "</option><option>sharegpt</option><option>alpaca</option><option>swift</option><option>rlaifv</option>"
-        "<option>rlhfv</option></select></label>"
+        f"<label class=field><span class=key>format</span><select name=format>{formats}</select></label>"
         "<button type=submit class=primary id=check>Check</button></form>"
         "<div id=browser class=browser></div>"
         "<form id=upload class=row><label class='field grow'><span class=key>or upload</span>"

@@ -25,7 +25,6 @@ from vlmdpo.studio.home import StudioHome
 from vlmdpo.studio.page import render
 
 router = APIRouter()
-UPLOT_CSS = "<link rel=stylesheet href=\"/static/vendor/uplot/uPlot.min.css\">"
 POLL_S = 0.5
 STATUS_EVERY_S = 2.0
 _TOTAL = re.compile(r"training: .*?(\d+) steps \(")
@@ -201,4 +200,4 @@ def page() -> HTMLResponse:
         "<div id=charts class=charts></div>"
         "<div class=monitor-bottom><section><h2>Reading</h2><ul id=reading></ul><div id=best></div></section>"
         "<section><h2>Log</h2><pre id=log class=log></pre></section></div>")
-    return render("Monitor", UPLOT_CSS + body, active="/monitor", scripts=("vendor/uplot/uPlot.iife.min.js", "monitor.js"))
+    return render("Monitor", body, active="/monitor", scripts=("vendor/uplot/uPlot.iife.min.js", "monitor.js"))

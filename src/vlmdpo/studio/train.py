@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from vlmdpo.studio import runs
@@ -106,9 +106,18 @@ def field_errors(message: str) -> list[dict[str, str]]:
     return out or [{"field": None, "message": message}]
 
 
-class FormInvalid(Exception):
+class FormInvalid(StudioError):
+    """Every problem of a form at its field: the app answers 422 with the first as `error` and all as `errors`."""
+
     def __init__(self, errors: list[dict[str, str]]):
+        super().__init__(errors[0]["message"], field=errors[0]["field"], status=422)
         self.errors = errors
+
+    def __reduce__(self):
+        return FormInvalid, (self.errors,)
+
+    def payload(self) -> dict:
+        return {**super().payload(), "errors": self.errors}
 
 
 def _confined_paths(home: StudioHome, values: dict[str, Any], run_name: str) -> dict[str, Any]:
@@ -166,12 +175,6 @@ def validate_form(home: StudioHome, form: TrainForm) -> tuple[dict[str, Any], st
     return typed, f"# vlmdpo train config (studio run '{runs.slug(form.run_name)}'); repeat with: vlmdpo train THIS.yaml\n" + text
 
 
-def _invalid(err: FormInvalid) -> JSONResponse:
-    first = err.errors[0]
-    return JSONResponse({"error": {"field": first["field"], "message": first["message"], "fix": ""},
-                         "errors": err.errors}, status_code=422)
-
-
 # ---------------------------------------------------------------------------------------- routes
 @router.get("/api/train/fields")
 def api_fields() -> dict:
@@ -179,20 +182,13 @@ def api_fields() -> dict:
 
 
 @router.post("/api/train/validate")
-def api_validate(form: TrainForm, home: StudioHome = Depends(get_home)):
-    try:
-        _, text = validate_form(home, form)
-    except FormInvalid as e:
-        return _invalid(e)
-    return {"yaml": text}
+def api_validate(form: TrainForm, home: StudioHome = Depends(get_home)) -> dict:
+    return {"yaml": validate_form(home, form)[1]}
 
 
 @router.post("/api/train/start")
-def api_start(form: TrainForm, home: StudioHome = Depends(get_home)):
-    try:
-        values, text = validate_form(home, form)
-    except FormInvalid as e:
-        return _invalid(e)
+def api_start(form: TrainForm, home: StudioHome = Depends(get_home)) -> dict:
+    values, text = validate_form(home, form)
     return {"run": runs.launch(home, form.run_name, text, Path(values["output_dir"])), "yaml": text}
 
 
