@@ -73,6 +73,8 @@ def _monitor_stop_resume(live, page):
                            timeout=TIMEOUT_MS)  # pushed while it runs, no reload
     page.wait_for_selector(".run-progress .status.running")
     page.wait_for_function("document.querySelector('#log').textContent.includes('training:')")
+    page.wait_for_function("document.querySelector('#log').textContent.includes('step 4: eval_loss')",
+                           timeout=TIMEOUT_MS)  # two evaluations: the screenshot shows curves, not dots
     page.wait_for_function("document.querySelector('#reading').textContent.includes('Evaluation loss')",
                            timeout=TIMEOUT_MS)
     shot(page, "monitor")
