@@ -1,12 +1,18 @@
-"""End to end in Chromium: demo data checked on the Data page, a tiny run started from the Train page,
-its charts gaining points on the Monitor page while it trains, then stopped and resumed."""
+"""End to end in Chromium: demo data checked on the Data page, a tiny run started from the Train page and
+found running by a restarted studio, its charts gaining points on the Monitor page while it trains, then
+stopped (exit 130, a checkpoint saved) and resumed past the step it stopped at."""
 from __future__ import annotations
 
 import re
-
-from studio_helpers import demo_data, stop_all_runs
+from pathlib import Path
 
 from conftest import shot
+from fastapi.testclient import TestClient
+from studio_helpers import demo_data, stop_all_runs
+
+from vlmdpo.studio import runs
+from vlmdpo.studio.app import create_app
+from vlmdpo.studio.home import StudioHome
 
 TIMEOUT_MS = 120_000
 
@@ -58,6 +64,19 @@ def _train_page(live, page, demo):
     page.click("#start")
     page.wait_for_selector("#errors.ok a")
     page.wait_for_selector("#runs tr[data-run] .status.running, #runs tr[data-run] .status.starting")
+    _a_restarted_studio_finds_it_running(live)
+
+
+def _a_restarted_studio_finds_it_running(live):
+    """A new app on the same home, in a process that did not start the run (its children unknown to it)."""
+    started = dict(runs._children)
+    runs._children.clear()
+    try:
+        restarted = TestClient(create_app(StudioHome(live.home.root, extra_roots=live.home.extra_roots)))
+        found = restarted.get("/api/train/runs").json()["runs"]
+        assert [(r["name"], r["status"]) for r in found] == [("e2e", "running")]
+    finally:
+        runs._children.update(started)
 
 
 def _points(page) -> int:
@@ -82,6 +101,9 @@ def _monitor_stop_resume(live, page):
     page.goto(live.url + "/train")
     page.click("#runs button.stop")
     page.wait_for_selector("#runs .status.stopped", timeout=TIMEOUT_MS)
+    run = runs.list_runs(live.home)[0]
+    assert (runs.run_dir(live.home, run) / runs.EXIT_CODE).read_text() == "130"  # SIGINT: saved, then exited
+    assert list(Path(run["output_dir"]).glob("checkpoint-*")), "the stop saved a checkpoint"
     stopped = _max_step(live)
     page.click("#runs button.resume")
     page.wait_for_selector("#runs .status.running, #runs .status.starting")

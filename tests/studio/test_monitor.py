@@ -79,21 +79,27 @@ def test_stream_refuses_bad_run_ids(studio_home, query, status):
     assert response.status_code == status and response.json()["error"]["field"] in ("runs", "run")
 
 
-def test_stream_pushes_rows_as_the_file_grows(live_studio):
-    run = fake_run(live_studio.home, "live", [{"step": 1, "loss": 0.7}], status="finished")
-    metrics = live_studio.home.root / "runs" / "live" / "output" / "metrics.jsonl"
-    events = []
-    with httpx.stream("GET", f"{live_studio.url}/api/monitor/stream?runs={run['id']}", timeout=30) as response:
+def test_stream_pushes_rows_as_the_file_grows_for_several_runs(live_studio):
+    a = fake_run(live_studio.home, "a", [{"step": 1, "loss": 0.7}])
+    b = fake_run(live_studio.home, "b", [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.8}])
+    metrics = live_studio.home.root / "runs" / "a" / "output" / "metrics.jsonl"
+    events, statuses = [], set()
+    url = f"{live_studio.url}/api/monitor/stream?runs={a['id']},{b['id']}"
+    with httpx.stream("GET", url, timeout=30) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         name = None
         for line in response.iter_lines():
             if line.startswith("event: "):
                 name = line.removeprefix("event: ")
+            elif line.startswith("data: ") and name == "status":
+                statuses.add(json.loads(line.removeprefix("data: "))["run"]["id"])
             elif line.startswith("data: ") and name == "metrics":
                 events.append(json.loads(line.removeprefix("data: ")))
-                if len(events) == 1:
+                if len(events) == 2:
                     with open(metrics, "a") as f:
                         f.write(json.dumps({"step": 2, "loss": 0.6}) + "\n")
-                else:
+                elif len(events) == 3:
                     break
-    assert [r["step"] for e in events for r in e["rows"]] == [1, 2]
+    steps = {(e["run"], r["step"]) for e in events for r in e["rows"]}
+    assert steps == {(a["id"], 1), (a["id"], 2), (b["id"], 1), (b["id"], 2)}
+    assert events[-1]["run"] == a["id"] and statuses == {a["id"], b["id"]}

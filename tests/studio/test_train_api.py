@@ -41,6 +41,9 @@ def test_the_form_has_every_config_key_once_with_its_description(client):
     ({"bogus_key": "1"}, "bogus_key", "unknown key"),
     ({"dataset": "/etc/passwd"}, "dataset", "outside the folders"),
     ({"dataset": "nowhere.jsonl"}, "dataset", "no such file"),
+    ({"model_name_or_path": "/etc"}, "model_name_or_path", "outside the folders"),
+    ({"resume_from_checkpoint": "../../x"}, "resume_from_checkpoint", "outside the folders"),
+    ({"output_dir": "/tmp/../etc/out"}, "output_dir", "outside the folders"),
     ({"image_path_map": "{a: [}"}, "image_path_map", ""),
 ])
 def test_invalid_values_are_shown_at_their_field(client, tmp_path, values, field, words):

@@ -153,9 +153,14 @@ def _start(home: StudioHome, run_id: int, folder: Path, overrides: list[str]) ->
     cmd = [sys.executable, "-m", "vlmdpo.studio.runs", str(folder), str(home.db_path), str(run_id), "--",
            "train", str(folder / CONFIG), *overrides]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _python_path()}
-    with open(folder / LOG, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=folder,
-                                env=env, start_new_session=True)
+    try:
+        with open(folder / LOG, "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=folder,
+                                    env=env, start_new_session=True)
+    except OSError as e:
+        _update(home, run_id, pid=None, status="failed", message=f"could not start {sys.executable}: {e}")
+        raise StudioError(f"could not start the run: {e}", "check the studio's Python and the run folder's disk",
+                          field="run", status=500) from None
     _children[proc.pid] = proc
     _update(home, run_id, pid=proc.pid, status="starting", message=None)
 

@@ -35,7 +35,9 @@ BASICS = ("model_name_or_path", "dataset", "eval_dataset", "val_size", "output_d
           "warmup_ratio", "logging_steps", "eval_steps", "save_steps")
 # Keys that name files or folders: confined to the studio's roots and written as absolute paths, because the
 # run's working folder is its own run folder.
-PATH_KEYS = ("dataset", "eval_dataset", "test_dataset", "image_root", "output_dir", "ref_cache_dir")
+PATH_KEYS = ("model_name_or_path", "dataset", "eval_dataset", "test_dataset", "dataset_dir", "image_root",
+             "output_dir", "ref_cache_dir", "resume_from_checkpoint")
+NAMES = {"model_name_or_path": ("tiny:", "builtin:"), "resume_from_checkpoint": ("auto",)}  # not paths
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
 MODEL_SUGGESTIONS = ("tiny:idefics3", "tiny:qwen2_vl", "tiny:qwen2_5_vl", "tiny:llava", "builtin:nano-smolvlm",
                      "HuggingFaceTB/SmolVLM-256M-Instruct", "Qwen/Qwen2-VL-2B-Instruct")
@@ -134,15 +136,18 @@ def _confined_paths(home: StudioHome, values: dict[str, Any], run_name: str) -> 
 
 
 def _confined(home: StudioHome, key: str, value: str) -> str:
-    if key in ("dataset", "eval_dataset", "test_dataset") and not _looks_local(home, value):
-        return value  # a hub dataset name (owner/name) or a name in dataset_dir's dataset_info.json
+    if value.startswith(NAMES.get(key, ())):
+        return value
+    if key in ("model_name_or_path", "dataset", "eval_dataset", "test_dataset") and not _looks_local(home, value):
+        return value  # a hub id (owner/name) or a name in dataset_dir's dataset_info.json
     must_exist = key not in ("output_dir", "ref_cache_dir")
     return str(home.confine(value, field=key, must_exist=must_exist))
 
 
 def _looks_local(home: StudioHome, value: str) -> bool:
     p = Path(value).expanduser()
-    return p.is_absolute() or (home.root / p).exists() or value.lower().endswith(DATA_SUFFIXES) or value.startswith(".")
+    return (p.is_absolute() or (home.root / p).exists() or value.lower().endswith(DATA_SUFFIXES)
+            or value.startswith((".", "~")))
 
 
 def validate_form(home: StudioHome, form: TrainForm) -> tuple[dict[str, Any], str]:
