@@ -64,7 +64,8 @@ def fake_run(home: StudioHome, name: str, metrics: list[dict], *, status: str = 
     now = time.time()
     with home.db() as con:
         cur = con.execute("INSERT INTO runs(name, output_dir, config_path, pid, status, created, updated) "
-                          "VALUES(?, ?, ?, ?, ?, ?, ?)", (name, str(out), str(folder / runs.CONFIG), pid, status, now, now))
+                          "VALUES(?, ?, ?, ?, ?, ?, ?)",
+                          (name, str(out), str(folder / runs.CONFIG), pid, status, now, now))
     return runs._row(home, cur.lastrowid)  # as written: get_run would already settle a live status
 
 

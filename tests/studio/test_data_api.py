@@ -87,7 +87,8 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 def test_upload_a_zip_is_extracted(client, studio_home):
     data = _zip({"set/prefs.jsonl": (json.dumps(ROW) + "\n").encode(), "set/img/a.png": _png()})
-    r = client.post("/api/data/upload", params={"name": "zipped"}, files=[("files", ("d.zip", data, "application/zip"))])
+    r = client.post("/api/data/upload", params={"name": "zipped"},
+                    files=[("files", ("d.zip", data, "application/zip"))])
     assert r.status_code == 200, r.text
     assert r.json()["files"] == ["set/img/a.png", "set/prefs.jsonl"]
     assert client.get("/api/data/check", params={"path": "uploads/zipped/set"}).json()["ok"]

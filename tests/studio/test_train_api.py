@@ -26,8 +26,10 @@ def test_the_form_has_every_config_key_once_with_its_description(client):
     assert data["sections"] == ["Basics", "LoRA", "Preference loss", "Images and lengths", "Advanced"]
     by_key = {f["key"]: f for f in data["fields"]}
     assert by_key["lora_rank"]["section"] == "LoRA" and by_key["lora_rank"]["default"] == "16"
-    assert by_key["beta"]["section"] == "Preference loss" and by_key["image_max_pixels"]["section"] == "Images and lengths"
-    assert by_key["learning_rate"]["section"] == "Basics" and by_key["finetuning_type"]["choices"] == ["lora", "qlora", "full"]
+    assert by_key["beta"]["section"] == "Preference loss"
+    assert by_key["image_max_pixels"]["section"] == "Images and lengths"
+    assert by_key["learning_rate"]["section"] == "Basics"
+    assert by_key["finetuning_type"]["choices"] == ["lora", "qlora", "full"]
     assert by_key["freeze_vision_tower"]["choices"] == ["true", "false"]
     assert all(f["description"] for f in data["fields"])
     page = client.get("/train").text

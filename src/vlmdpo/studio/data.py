@@ -233,8 +233,8 @@ def api_stats(path: str = "", model: str = "", format: str = "auto", image_root:
 
     source = _source(home, path)
     model = model.strip()
-    if model and not model.startswith(("tiny:", "builtin:")):
-        model = str(home.confine(model, field="model", must_exist=True))  # a local folder; the hub is not asked
+    if model and home.looks_local(model):
+        model = str(home.confine(model, field="model", must_exist=True))
     try:
         return data_page_stats(source, model=model or None, **_load_kwargs(format, image_root, home))
     except FixableError as e:

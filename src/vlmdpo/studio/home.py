@@ -87,6 +87,11 @@ class StudioHome:
             raise StudioError(f"{path}: no such file or folder", "check the path", field=field, status=404)
         return resolved
 
+    def looks_local(self, value: str) -> bool:
+        """Whether a name the browser sent is meant as a path here (else a hub id such as owner/name)."""
+        p = Path(value).expanduser()
+        return p.is_absolute() or value.startswith((".", "~")) or (self.root / p).exists()
+
     def setting(self, key: str, default: str | None = None) -> str | None:
         with self.db() as con:
             row = con.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()

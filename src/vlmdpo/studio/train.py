@@ -138,16 +138,11 @@ def _confined_paths(home: StudioHome, values: dict[str, Any], run_name: str) -> 
 def _confined(home: StudioHome, key: str, value: str) -> str:
     if value.startswith(NAMES.get(key, ())):
         return value
-    if key in ("model_name_or_path", "dataset", "eval_dataset", "test_dataset") and not _looks_local(home, value):
+    hub_like = not home.looks_local(value) and not value.lower().endswith(DATA_SUFFIXES)
+    if key in ("model_name_or_path", "dataset", "eval_dataset", "test_dataset") and hub_like:
         return value  # a hub id (owner/name) or a name in dataset_dir's dataset_info.json
     must_exist = key not in ("output_dir", "ref_cache_dir")
     return str(home.confine(value, field=key, must_exist=must_exist))
-
-
-def _looks_local(home: StudioHome, value: str) -> bool:
-    p = Path(value).expanduser()
-    return (p.is_absolute() or (home.root / p).exists() or value.lower().endswith(DATA_SUFFIXES)
-            or value.startswith((".", "~")))
 
 
 def validate_form(home: StudioHome, form: TrainForm) -> tuple[dict[str, Any], str]:
@@ -177,7 +172,8 @@ def validate_form(home: StudioHome, form: TrainForm) -> tuple[dict[str, Any], st
     order = list(TrainConfig.model_fields)
     typed = {k: typed[k] for k in sorted(typed, key=lambda k: order.index(k) if k in order else len(order))}
     text = yaml.safe_dump(typed, sort_keys=False, allow_unicode=True)
-    return typed, f"# vlmdpo train config (studio run '{runs.slug(form.run_name)}'); repeat with: vlmdpo train THIS.yaml\n" + text
+    head = f"# vlmdpo train config (studio run '{runs.slug(form.run_name)}'); repeat with: vlmdpo train THIS.yaml\n"
+    return typed, head + text
 
 
 # ---------------------------------------------------------------------------------------- routes

@@ -85,7 +85,8 @@ def _extract(zip_path: Path, dest: Path, budget: int, home: StudioHome) -> int:
                             raise _too_big(home)
                         out.write(chunk)
     except zipfile.BadZipFile as e:
-        raise StudioError(f"'{zip_path.name}': not a readable zip ({e})", "zip the files again", field="files") from None
+        raise StudioError(f"'{zip_path.name}': not a readable zip ({e})", "zip the files again",
+                          field="files") from None
     return written
 
 

@@ -52,6 +52,12 @@
   async function refreshRuns() {
     let data;
     try { data = await studio.api("GET", "/api/train/runs"); } catch (err) { return; }
+    if (!data.runs.length) {
+      const empty = document.createElement("tr");
+      empty.innerHTML = "<td colspan=3 class=muted>No runs yet: fill in the form and press Start training.</td>";
+      runsBody.replaceChildren(empty);
+      return;
+    }
     runsBody.replaceChildren(...data.runs.map((run) => {
       const tr = document.createElement("tr");
       tr.dataset.run = run.id;
