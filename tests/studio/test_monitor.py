@@ -41,6 +41,9 @@ def test_reading_without_eval_and_with_nan():
     assert "flat" in text and "No evaluation yet" in text
     assert "not a number at step 3" in " ".join(read_curves(rows[:2] + [{"step": 3, "loss": float("nan")}]))
     assert read_curves([]) == ["No training steps logged yet."]
+    flat_eval = rows + [{"step": 2, "eval_loss": 0.690}, {"step": 4, "eval_loss": 0.691}]
+    assert "close to its best (0.6900 at step 2; now 0.6910)" in " ".join(read_curves(flat_eval))
+    assert "at its best so far (0.6900 at step 4)" in " ".join(read_curves(rows + [{"step": 4, "eval_loss": 0.69}]))
 
 
 def test_summary_route_names_the_best_checkpoint_and_use_stores_it(studio_home):

@@ -89,6 +89,8 @@ def read_curves(rows: list[dict[str, Any]]) -> list[str]:
                        "while training loss kept falling. Use the best checkpoint, or train fewer steps.")
         elif now > best * (1 + RISE):
             out.append(f"Evaluation loss is above its best ({best:.4f} at step {best_step}; now {now:.4f}).")
+        elif now > best:
+            out.append(f"Evaluation loss is close to its best ({best:.4f} at step {best_step}; now {now:.4f}).")
         else:
             out.append(f"Evaluation loss is at its best so far ({best:.4f} at step {best_step}).")
     acc = _series(rows, "eval_rewards/accuracies") or _series(rows, "rewards/accuracies")
