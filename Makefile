@@ -13,7 +13,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: quickstart test check clean-venv
+.PHONY: quickstart test check clean-venv browser
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 quickstart: $(STAMP)
 	$(VENV)/bin/vlmdpo quickstart -o runs/quickstart
 
-test: $(STAMP)
+# The studio's browser tests drive the system Chromium (Debian's package); installed here where missing.
+browser:
+	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean-venv:

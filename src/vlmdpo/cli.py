@@ -18,6 +18,7 @@ from vlmdpo.flags import Parser, add_generation_options, generation_settings, re
 from vlmdpo.runs import add_parser as _add_runs  # argparse only
 from vlmdpo.engine.cli_args import add_parser as _add_engine  # argparse only: sample, judge, pairs
 from vlmdpo.serve.cli_args import add_parser as _add_serve  # argparse only; its run() loads the server
+from vlmdpo.studio.cli_args import add_parser as _add_studio  # argparse only; its run() loads the app
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
@@ -319,7 +320,7 @@ def _run_train(args: argparse.Namespace) -> str:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_quickstart, _add_data, _add_train, _add_eval,
                                                                  _add_chat, _add_compare, _add_export, _add_demo_data,
-                                                                 _add_serve, _add_runs, _add_engine]
+                                                                 _add_serve, _add_runs, _add_engine, _add_studio]
 
 
 # ------------------------------------------------------------------------------------------- main
