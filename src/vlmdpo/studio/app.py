@@ -16,7 +16,11 @@ from fastapi.staticfiles import StaticFiles
 from vlmdpo.studio.errors import StudioError
 from vlmdpo.studio.home import StudioHome
 
-PAGES: tuple[str, ...] = ()  # module names under vlmdpo.studio, in NAV order
+PAGES: tuple[str, ...] = (  # module names under vlmdpo.studio, in NAV order
+    "lab",
+    "label",
+    "deploy",
+)
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "vlmdpo_studio_token"
 

@@ -1,0 +1,95 @@
+// Label page: one candidates row at a time; click an answer or press 1-9 to pick the best, s to skip, u/Backspace to undo.
+"use strict";
+(() => {
+  const form = document.getElementById("open-form");
+  let state = null;  // {session, total, done, index, ...} as the server sent it
+  let current = null;  // the item on screen
+  let busy = false;
+
+  const $ = (id) => document.getElementById(id);
+
+  function textOf(messages) {
+    return messages.map((m) => {
+      const parts = typeof m.content === "string" ? [m.content]
+        : m.content.map((p) => (p.type === "image" ? "🖼" : (p.text || "")));
+      return `${m.role}: ${parts.join(" ")}`;
+    }).join("\n");
+  }
+
+  function showProgress() {
+    $("progress-text").textContent = `${state.done} of ${state.total} labelled`;
+    $("progress-bar").style.width = `${(100 * state.done) / Math.max(1, state.total)}%`;
+  }
+
+  async function show(s) {
+    state = s;
+    if (s.index === null || s.index === undefined) {
+      $("queue").hidden = true;
+      $("finished").hidden = false;
+      $("finished-text").textContent = `${s.done} of ${s.total} rows decided; labels in ${s.labels}, pairs in ${s.pairs}.`;
+      current = null;
+      return;
+    }
+    $("finished").hidden = true;
+    $("queue").hidden = false;
+    showProgress();
+    current = await studio.api("GET", `/api/label/${s.session}/item/${s.index}`);
+    $("label-images").replaceChildren(...current.images.map((src) => Object.assign(document.createElement("img"), { src, alt: "image" })));
+    $("prompt").textContent = textOf(current.prompt);
+    $("answers").replaceChildren(...current.candidates.map((text, k) => {
+      const card = document.createElement("section");
+      card.className = "answer" + (current.decision && current.decision.best === k ? " chosen" : "");
+      const head = document.createElement("h2");
+      head.innerHTML = `<span class=kbd>${k + 1}</span> answer ${k + 1}`;
+      const body = document.createElement("pre");
+      body.textContent = text;
+      const pick = document.createElement("button");
+      pick.type = "button";
+      pick.className = "pick";
+      pick.textContent = "Best";
+      pick.onclick = () => decide({ best: k });
+      card.append(head, body, pick);
+      return card;
+    }));
+  }
+
+  async function act(method, url, body) {
+    if (busy) return;
+    busy = true;
+    try {
+      $("errors").textContent = "";
+      const s = await studio.api(method, url, body);
+      $("saved").textContent = s.undone ? `undid ${s.undone.id}` : (s.pairs_written !== undefined ? `${s.pairs_written} pair(s) in ${s.pairs}` : "");
+      await show(s);
+    } catch (err) { studio.showError(err, null); } finally { busy = false; }
+  }
+
+  const decide = (what) => current && act("POST", `/api/label/${state.session}/decide`, { id: current.id, ...what });
+  const undo = () => state && act("POST", `/api/label/${state.session}/undo`);
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    document.querySelectorAll(".field-error").forEach((e) => { e.textContent = ""; });
+    const f = form.elements;
+    try {
+      await show(await studio.api("POST", "/api/label/open", { candidates: f.candidates.value, labels: f.labels.value || null,
+                                                               pairs: f.pairs.value || null, labeler: f.labeler.value || null }));
+      f.labels.value = state.labels;
+      f.pairs.value = state.pairs;
+    } catch (err) { studio.showError(err, form); }
+  });
+
+  $("skip").addEventListener("click", () => decide({ skip: true }));
+  $("undo").addEventListener("click", undo);
+  $("undo-last").addEventListener("click", undo);
+
+  document.addEventListener("keydown", (ev) => {
+    if (!state || ev.ctrlKey || ev.metaKey || ev.altKey || ev.target.closest("input, textarea, select")) return;
+    if (/^[1-9]$/.test(ev.key) && current && Number(ev.key) <= current.candidates.length) decide({ best: Number(ev.key) - 1 });
+    else if (ev.key === "s" && current) decide({ skip: true });
+    else if (ev.key === "u" || ev.key === "Backspace") { ev.preventDefault(); undo(); }
+  });
+
+  const params = new URLSearchParams(location.search);
+  if (params.get("candidates")) { form.elements.candidates.value = params.get("candidates"); form.requestSubmit(); }
+})();
