@@ -11,7 +11,7 @@
   function textOf(messages) {
     return messages.map((m) => {
       const parts = typeof m.content === "string" ? [m.content]
-        : m.content.map((p) => (p.type === "image" ? "🖼" : (p.text || "")));
+        : m.content.map((p) => (p.type === "image" ? "[image]" : (p.text || "")));
       return `${m.role}: ${parts.join(" ")}`;
     }).join("\n");
   }
@@ -30,10 +30,9 @@
       current = null;
       return;
     }
+    current = await studio.api("GET", `/api/label/${s.session}/item/${s.index}`);
     $("finished").hidden = true;
     $("queue").hidden = false;
-    showProgress();
-    current = await studio.api("GET", `/api/label/${s.session}/item/${s.index}`);
     $("label-images").replaceChildren(...current.images.map((src) => Object.assign(document.createElement("img"), { src, alt: "image" })));
     $("prompt").textContent = textOf(current.prompt);
     $("answers").replaceChildren(...current.candidates.map((text, k) => {
@@ -51,6 +50,7 @@
       card.append(head, body, pick);
       return card;
     }));
+    showProgress();  // last: the page is whole when its progress changes
   }
 
   async function act(method, url, body) {
