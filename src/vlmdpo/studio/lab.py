@@ -344,7 +344,7 @@ def lab_page(home: StudioHome = Depends(get_home)):
   <label>Tuned run <select name=run><option value="">(a model folder or name below)</option></select></label>
   <label>Tuned model <input name=tuned placeholder="a run's output_dir, a folder or name"><span class=field-error></span>
   </label>
-  <datalist id=named-models><option value="tiny:idefics3"><option value="tiny:qwen2_vl"><option value="builtin:nano">
+  <datalist id=named-models><option value="tiny:idefics3"><option value="tiny:qwen2_vl"><option value="builtin:nano-smolvlm">
   </datalist>
  </div>
  <div class=lab-input>
