@@ -348,9 +348,9 @@ def lab_page(home: StudioHome = Depends(get_home)):
   </datalist>
  </div>
  <div class=lab-input>
-  <label>Images <input type=file name=upload accept="image/*" multiple></label>
-  <label>or a path <input name=image_path placeholder="uploads/photo.png"><button type=button id=add-image>Add</button>
-   <span class=field-error></span></label>
+  <div class=row><label>Images <input type=file name=upload accept="image/*" multiple></label>
+  <label>or a path <input name=image_path placeholder="uploads/photo.png"><span class=field-error></span></label>
+  <button type=button id=add-image>Add</button></div>
   <div id=images class=thumbs></div>
   <label class=wide>Prompt <textarea name=prompt rows=3>Describe this image.</textarea><span class=field-error></span>
   </label>
