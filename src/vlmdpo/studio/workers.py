@@ -93,7 +93,8 @@ def log_tail(path: str | Path, lines: int = 15) -> str:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    kept = [line.rsplit("\r", 1)[-1] for line in text.splitlines() if line.strip()]  # a progress bar's last state
+    return "\n".join(kept[-lines:])
 
 
 def failure(what: str, log_path: str | Path, fix: str, *, field: str | None = None) -> StudioError:

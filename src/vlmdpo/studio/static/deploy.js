@@ -4,6 +4,7 @@
   const exportForm = document.getElementById("export-form");
   const serveForm = document.getElementById("serve-form");
   let timer = null;
+  let seen = null;  // ids of the finished exports at the last refresh
 
   const el = (tag, props = {}, ...children) => { const e = Object.assign(document.createElement(tag), props); e.append(...children); return e; };
   const statusTag = (s) => el("span", { className: "status-" + s, textContent: s });
@@ -44,7 +45,11 @@
       for (const run of state.runs) select.appendChild(el("option", { value: run.output_dir, textContent: `${run.name} (${run.status})` }));
     }
     const sources = [...state.exports.filter((x) => x.status === "finished").map((x) => x.output_dir), ...state.runs.map((r) => r.output_dir)];
-    if (!serveForm.elements.source.value && sources.length) serveForm.elements.source.value = sources[0];
+    const finished = state.exports.filter((x) => x.status === "finished");
+    const fresh = finished.find((x) => seen !== null && !seen.has(x.id));  // an export that just finished: serve it next
+    if (fresh) serveForm.elements.source.value = fresh.output_dir;
+    else if (!serveForm.elements.source.value && sources.length) serveForm.elements.source.value = sources[0];
+    seen = new Set(finished.map((x) => x.id));
     document.getElementById("served-sources").replaceChildren(...sources.map((v) => el("option", { value: v })));
     renderExports(state.exports);
     renderServers(state.servers);
