@@ -119,3 +119,28 @@ def test_a_worker_that_cannot_start_is_an_error_with_its_log(client, studio_home
 def test_lab_page_and_models(client, studio_home, tmp_path):
     assert "lab.js" in client.get("/lab").text
     assert client.get("/api/lab/models").json() == {"runs": [], "worker": None}
+
+
+def test_the_studio_stops_its_lab_worker_at_exit_but_not_deployed_servers(studio_home):
+    import subprocess
+    import sys
+    import time as clock
+
+    from vlmdpo.studio import workers
+
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "vlmdpo"],
+                                 start_new_session=True) for _ in range(2)]
+    with studio_home.db() as con:
+        for kind, proc in zip(("lab", "deploy"), sleepers):
+            con.execute("INSERT INTO servers(kind, models, port, pid, status, log_path, created, updated) "
+                        "VALUES(?, '[]', 1, ?, 'running', '', ?, ?)", (kind, proc.pid, clock.time(), clock.time()))
+    try:
+        with TestClient(create_app(studio_home)):
+            pass
+        assert sleepers[0].wait(timeout=20) is not None
+        assert sleepers[1].poll() is None  # an endpoint outlives the studio
+        assert [r["status"] for r in workers.servers(studio_home, "lab")] == ["stopped"]
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()

@@ -73,8 +73,12 @@ def _number(body: dict, key: str, low: float, high: float, default: float, kind:
     try:
         number = kind(value)
     except (TypeError, ValueError):
-        raise StudioError(f"{key}: {value!r} is not a number", f"enter a number in [{low}, {high}]", field=key) from None
-    if kind is int and number != float(value) or not low <= number <= high:
+        raise StudioError(f"{key}: {value!r} is not a {'whole ' if kind is int else ''}number",
+                          f"enter a number in [{low}, {high}]", field=key) from None
+    if kind is int and number != float(value):
+        raise StudioError(f"{key}: {value!r} is not a whole number", f"enter a whole number in [{low}, {high}]",
+                          field=key)
+    if not low <= number <= high:
         raise StudioError(f"{key}: {value!r} is outside [{low}, {high}]", f"enter a number in [{low}, {high}]",
                           field=key)
     return number
@@ -100,16 +104,21 @@ def _lock(home: StudioHome) -> asyncio.Lock:
     return _locks.setdefault(str(home.root), asyncio.Lock())
 
 
+def _pick_worker(home: StudioHome, models: list[tuple[str, str]]) -> dict:
+    current = [r for r in workers.servers(home, "lab") if r["status"] in ("starting", "running")]
+    row = next((r for r in current if r["models"] == [tuple(m) for m in models]), None)
+    for other in current:
+        if other is not row:  # one lab worker at a time: models are large
+            workers.stop_server(home, other["id"])
+    return row or workers.start_server(home, "lab", models)
+
+
 async def ensure_worker(home: StudioHome, models: list[tuple[str, str]]) -> dict:
     """The running lab worker for exactly these models: reused, or started after stopping another."""
-    async with _lock(home):
-        current = [r for r in workers.servers(home, "lab") if r["status"] in ("starting", "running")]
-        row = next((r for r in current if r["models"] == [tuple(m) for m in models]), None)
-        for other in current:
-            if other is not row:  # one lab worker at a time: models are large
-                workers.stop_server(home, other["id"])
-        if row is None:
-            row = workers.start_server(home, "lab", models)
+    from starlette.concurrency import run_in_threadpool
+
+    async with _lock(home):  # two requests at once must not start two workers
+        row = await run_in_threadpool(_pick_worker, home, models)
         return await workers.wait_running(home, row["id"])
 
 

@@ -29,6 +29,8 @@ _queues: dict[tuple, list[Item]] = {}
 def _queue(path: Path) -> list[Item]:
     key = file_key(path)
     if key not in _queues:
+        for stale in [k for k in _queues if k[0] == key[0]]:  # an earlier version of the same file
+            del _queues[stale]
         try:
             _queues[key] = read_queue(path)
         except QueueError as exc:

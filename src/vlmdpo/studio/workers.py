@@ -195,7 +195,7 @@ async def wait_running(home: StudioHome, sid: int, timeout: float = 300.0) -> di
                           row["log_path"], "check the model names and folders; the log says what failed",
                           field="model")
         if time.monotonic() > deadline:
-            stop_server(home, sid)
+            await run_in_threadpool(stop_server, home, sid)
             raise failure(f"`vlmdpo serve` did not answer within {timeout:.0f} s", row["log_path"],
                           "a large model may need longer on this machine; try a smaller one", field="model")
         await asyncio.sleep(0.3)
