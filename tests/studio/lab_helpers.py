@@ -28,9 +28,10 @@ def prompt(text: str = "What shape is this?") -> list[dict]:
 
 def write_candidates(path: Path, rows: int = 3, answers: int = 3, **changes) -> Path:
     """`rows` candidate rows as `vlmdpo sample` writes them; `changes` maps a row index to fields to replace."""
+    shutil.copy(IMAGES / "red_square.png", path.parent / "red.png")  # inside the studio's roots
     out = []
     for i in range(rows):
-        row = {"id": f"q{i}", "prompt": prompt(f"Question {i}?"), "images": [str(IMAGES / "red_square.png")],
+        row = {"id": f"q{i}", "prompt": prompt(f"Question {i}?"), "images": ["red.png"],  # beside the file
                "candidates": [f"answer {i}.{k}" for k in range(answers)]}
         row.update(changes.get(f"row{i}", {}))
         out.append(json.dumps(row))

@@ -138,3 +138,10 @@ def test_labels_of_another_candidates_file_are_refused(client, tmp_path):
 def test_label_page_renders(client):
     html = client.get("/label").text
     assert "label.js" in html and 'name=candidates' in html
+
+
+def test_images_outside_the_roots_are_refused_not_served(client, tmp_path):
+    cands = write_candidates(tmp_path / "c.jsonl", rows=2, row1={"images": ["/etc/hostname"]})
+    r = client.post("/api/label/open", json={"candidates": str(cands)})
+    err = r.json()["error"]
+    assert r.status_code == 403 and f"{cands}:2: field 'images[0]'" in err["message"] and "--root" in err["fix"]

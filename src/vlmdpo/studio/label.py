@@ -92,6 +92,7 @@ def open_queue(body: dict = Body(...), home: StudioHome = Depends(get_home)) -> 
         raise StudioError("labels and pairs name the same file", "give the pairs their own file", field="pairs")
     labeler = str(body.get("labeler") or home.setting("labeler") or "studio").strip()[:80]
     items = _queue(candidates)
+    _check_images(home, items)
     _check_against(items, _labels(labels), labels)
     now = time.time()
     with home.db() as con:
@@ -106,6 +107,18 @@ def open_queue(body: dict = Body(...), home: StudioHome = Depends(get_home)) -> 
     with _lock:
         _rebuild_pairs(session)
     return _state(home, session)
+
+
+def _check_images(home: StudioHome, items: list[Item]) -> None:
+    """The page shows a row's images, so they too must lie inside the studio's roots."""
+    for item in items:
+        for k, value in enumerate(item.images):
+            if not value.startswith(("data:", "http://", "https://")):
+                try:
+                    home.confine(value, field="candidates")
+                except StudioError as exc:
+                    raise StudioError(f"{item.where}: field 'images[{k}]': {exc.message}", exc.fix,
+                                      field="candidates", status=exc.status) from None
 
 
 def _check_against(items: list[Item], rows: list[dict], labels: Path) -> None:
@@ -159,6 +172,8 @@ def image(sid: int, index: int, k: int, home: StudioHome = Depends(get_home)) ->
     if not 0 <= k < len(it.images):
         raise StudioError(f"image {k}: row {index} has {len(it.images)}", "reload the page", field="k", status=404)
     value = it.images[k]
+    if not value.startswith("data:"):
+        value = str(home.confine(value, field="k", must_exist=True))  # as checked when the queue opened
     if value.startswith("data:"):
         head, _, payload = value.partition(",")
         return Response(base64.b64decode(payload), media_type=head[5:].split(";")[0])

@@ -34,6 +34,7 @@ class Item:
     index: int
     row: dict[str, Any]  # as in the file
     images: list[str]  # absolute paths, data URIs or URLs
+    where: str  # file:line, for errors
 
 
 def _image(value: Any, folder: Path, where: str, problems: list[str]) -> str:
@@ -82,7 +83,7 @@ def read_queue(path: Path) -> list[Item]:
             problems.append(f"{at}: field 'images': not a list")
             images = []
         found = [_image(v, path.parent, f"{at}: field 'images[{k}]'", problems) for k, v in enumerate(images)]
-        items.append(Item(len(items), row, found))
+        items.append(Item(len(items), row, found, at))
     if problems:
         raise QueueError(problems, "fix or remove these rows in the candidates file")
     if not items:
