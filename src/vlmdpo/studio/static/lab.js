@@ -6,6 +6,7 @@
   const status = document.getElementById("worker-status");
   const images = [];  // confined paths on the server
   let last = null;    // the request and answers the verdict buttons refer to
+  let generating = false;
 
   const side = (name) => document.getElementById(name);
   const setStatus = (text) => { status.textContent = text; };
@@ -24,12 +25,27 @@
     if (data.worker) setStatus(`worker running on port ${data.worker.port}`);
   }
 
+  // Load both models in the worker as soon as they are named, while the prompt is being written.
+  async function warm() {
+    const f = form.elements;
+    if (!f.base.value.trim() || !f.tuned.value.trim()) return;
+    clearErrors();
+    setStatus("loading both models in the worker…");
+    try {
+      const w = await studio.api("POST", "/api/lab/worker", { base: f.base.value, tuned: f.tuned.value });
+      if (!generating) setStatus(`models loaded (worker on port ${w.port})`);
+    } catch (err) { if (!generating) setStatus(""); studio.showError(err, form); }
+  }
+
   form.elements.run.addEventListener("change", (ev) => {
     const opt = ev.target.selectedOptions[0];
     if (!opt.value) return;
     form.elements.tuned.value = opt.value;
     if (!form.elements.base.value && opt.dataset.base) form.elements.base.value = opt.dataset.base;
+    warm();
   });
+  form.elements.base.addEventListener("change", warm);
+  form.elements.tuned.addEventListener("change", warm);
 
   function addImage(path) {
     images.push(path);
@@ -126,6 +142,7 @@
     side("right").querySelector("h2 small").textContent = req.tuned;
     verdict.querySelectorAll("button").forEach((b) => { b.disabled = true; });
     document.getElementById("generate").disabled = true;
+    generating = true;
     setStatus("starting the worker and generating…");
     try {
       const res = await fetch("/api/lab/generate", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(req) });
@@ -139,6 +156,7 @@
         await reward(req, answers);
       }
     } finally {
+      generating = false;
       document.getElementById("generate").disabled = false;
     }
   });
