@@ -233,7 +233,7 @@ def label_page(home: StudioHome = Depends(get_home)):
 <div id=errors></div>
 <section id=queue hidden>
  <div class=queue-head><b id=progress-text></b> <span class=muted>keys: <span class=kbd>1</span>…<span class=kbd>9</span>
-  best · <span class=kbd>s</span> skip · <span class=kbd>u</span>/<span class=kbd>⌫</span> undo</span>
+  best · <span class=kbd>Shift</span>+<span class=kbd>1</span>… worst (3+ answers) · <span class=kbd>s</span> skip · <span class=kbd>u</span>/<span class=kbd>⌫</span> undo</span>
   <button type=button id=skip>Skip</button> <button type=button id=undo>Undo</button>
   <span id=saved class=muted></span></div>
  <div class=progress><div id=progress-bar style="width:0%"></div></div>

@@ -5,6 +5,7 @@
   let state = null;  // {session, total, done, index, ...} as the server sent it
   let current = null;  // the item on screen
   let busy = false;
+  let worst = null;  // an answer marked worst (Shift+digit) before the best is picked; rows of 3+ answers
 
   const $ = (id) => document.getElementById(id);
 
@@ -37,7 +38,7 @@
     $("prompt").textContent = textOf(current.prompt);
     $("answers").replaceChildren(...current.candidates.map((text, k) => {
       const card = document.createElement("section");
-      card.className = "answer" + (current.decision && current.decision.best === k ? " chosen" : "");
+      card.className = "answer" + (current.decision && current.decision.best === k ? " chosen" : "") + (worst === k ? " worst" : "");
       const head = document.createElement("h2");
       head.innerHTML = `<span class=kbd>${k + 1}</span> answer ${k + 1}`;
       const body = document.createElement("pre");
@@ -47,7 +48,13 @@
       pick.className = "pick";
       pick.textContent = "Best";
       pick.onclick = () => decide({ best: k });
-      card.append(head, body, pick);
+      const bad = document.createElement("button");
+      bad.type = "button";
+      bad.className = "mark-worst";
+      bad.textContent = "Worst";
+      bad.hidden = current.candidates.length < 3;  // with two answers the other one is the worst
+      bad.onclick = () => markWorst(k);
+      card.append(head, body, pick, " ", bad);
       return card;
     }));
     showProgress();  // last: the page is whole when its progress changes
@@ -64,7 +71,19 @@
     } catch (err) { studio.showError(err, null); } finally { busy = false; }
   }
 
-  const decide = (what) => current && act("POST", `/api/label/${state.session}/decide`, { id: current.id, ...what });
+  function markWorst(k) {
+    if (!current || current.candidates.length < 3) return;
+    worst = worst === k ? null : k;
+    document.querySelectorAll("#answers .answer").forEach((card, i) => card.classList.toggle("worst", i === worst));
+  }
+
+  function decide(what) {
+    if (!current) return;
+    const body = { id: current.id, ...what };
+    if (worst !== null && what.best !== undefined && what.best !== worst) body.worst = worst;
+    worst = null;
+    act("POST", `/api/label/${state.session}/decide`, body);
+  }
   const undo = () => state && act("POST", `/api/label/${state.session}/undo`);
 
   form.addEventListener("submit", async (ev) => {
@@ -85,7 +104,10 @@
 
   document.addEventListener("keydown", (ev) => {
     if (!state || ev.ctrlKey || ev.metaKey || ev.altKey || ev.target.closest("input, textarea, select")) return;
-    if (/^[1-9]$/.test(ev.key) && current && Number(ev.key) <= current.candidates.length) decide({ best: Number(ev.key) - 1 });
+    const digit = /^Digit[1-9]$/.test(ev.code) ? Number(ev.code.slice(5)) : null;
+    if (digit && current && digit <= current.candidates.length) {
+      if (ev.shiftKey) markWorst(digit - 1); else decide({ best: digit - 1 });
+    }
     else if (ev.key === "s" && current) decide({ skip: true });
     else if (ev.key === "u" || ev.key === "Backspace") { ev.preventDefault(); undo(); }
   });
