@@ -144,3 +144,17 @@ def test_the_studio_stops_its_lab_worker_at_exit_but_not_deployed_servers(studio
         for proc in sleepers:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("route, changes, field", [
+    ("/api/lab/generate", {"prompt": ""}, "prompt"),
+    ("/api/lab/generate", {"images": ["../../../etc/passwd"]}, "images"),
+    ("/api/lab/generate", {"top_p": 0}, "top_p"),
+    ("/api/lab/reward", {"answers": "one"}, "answers"),
+    ("/api/lab/reward", {"beta": -1}, "beta"),
+    ("/api/lab/worker", {"tuned": "../.."}, "tuned"),
+])
+def test_generate_reward_and_worker_refuse_before_starting_anything(client, studio_home, tuned, route, changes, field):
+    r = client.post(route, json=body(tuned, **changes))
+    assert r.status_code in (400, 403) and r.json()["error"]["field"] == field, r.text
+    assert client.delete("/api/lab/worker").json() == {"stopped": []}  # no worker was started
