@@ -158,3 +158,16 @@ def test_generate_reward_and_worker_refuse_before_starting_anything(client, stud
     r = client.post(route, json=body(tuned, **changes))
     assert r.status_code in (400, 403) and r.json()["error"]["field"] == field, r.text
     assert client.delete("/api/lab/worker").json() == {"stopped": []}  # no worker was started
+
+
+def test_models_lists_each_run_with_its_base_beta_and_models(client, studio_home, tiny_run, tmp_path):
+    from lab_helpers import add_run
+
+    run = add_run(studio_home, tiny_run, tmp_path / "run")
+    with studio_home.db() as con:  # a run still starting has no folder yet
+        con.execute("INSERT INTO runs(name, output_dir, config_path, status, created, updated) "
+                    "VALUES('new', ?, '', 'starting', 0, 0)", (str(tmp_path / "not-yet"),))
+    new, done = client.get("/api/lab/models").json()["runs"]
+    assert (new["name"], new["models"]) == ("new", [])
+    assert (done["base"], done["beta"]) == ("tiny:idefics3", 0.3)
+    assert [(m["name"], m["path"], m["step"]) for m in done["models"]] == [("final", str(run), 1)]

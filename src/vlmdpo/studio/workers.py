@@ -226,12 +226,21 @@ def model_source(home: StudioHome, value: Any, field: str) -> str:
 
 
 def runs(home: StudioHome) -> list[dict]:
-    """The Train page's runs (newest first) with the base each was trained from."""
+    """The Train page's runs (newest first) with the base each was trained from and its models (the final
+    one and each checkpoint, the best marked; as `vlmdpo runs list` finds them)."""
+    from vlmdpo.errors import FixableError
     from vlmdpo.inference.load import read_train_config
+    from vlmdpo.runs import list_run
 
     with home.db() as con:
         rows = [dict(r) for r in con.execute("SELECT id, name, output_dir, status FROM runs ORDER BY id DESC")]
     for row in rows:
-        config = read_train_config(Path(row["output_dir"]))
+        folder = Path(row["output_dir"])
+        config = read_train_config(folder)
         row["base"], row["beta"] = config.get("model_name_or_path"), config.get("beta")
+        try:
+            row["models"] = [{"name": m.name, "path": str(m.path), "step": m.step, "best": m.best}
+                             for m in list_run(folder)]
+        except FixableError:  # not started, or nothing saved yet
+            row["models"] = []
     return rows

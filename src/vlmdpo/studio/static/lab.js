@@ -15,14 +15,22 @@
   async function loadRuns() {
     const data = await studio.api("GET", "/api/lab/models");
     const select = form.elements.run;
-    for (const run of data.runs) {
-      const opt = document.createElement("option");
-      opt.value = run.output_dir;
-      opt.dataset.base = run.base || "";
-      opt.textContent = `${run.name} (${run.status})`;
-      select.appendChild(opt);
+    for (const run of data.runs) {  // one group per run: its final model and checkpoints, the best marked
+      const group = document.createElement("optgroup");
+      group.label = `${run.name} (${run.status})`;
+      for (const m of run.models) {
+        const opt = document.createElement("option");
+        opt.value = m.path;
+        opt.dataset.base = run.base || "";
+        opt.textContent = `${run.name}: ${m.name}${m.step !== null ? ` (step ${m.step})` : ""}${m.best ? " ★ best" : ""}`;
+        group.appendChild(opt);
+      }
+      if (run.models.length) select.appendChild(group);
     }
     if (data.worker) setStatus(`worker running on port ${data.worker.port}`);
+    const params = new URLSearchParams(location.search);  // /lab?tuned=DIR&base=NAME, e.g. from the Monitor page
+    if (params.get("base")) form.elements.base.value = params.get("base");
+    if (params.get("tuned")) { form.elements.tuned.value = params.get("tuned"); warm(); }
   }
 
   // Load both models in the worker as soon as they are named, while the prompt is being written.
