@@ -85,3 +85,11 @@ def shot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished one-step LoRA run of tiny:idefics3 (trained once per session; copy it into a test's roots)."""
+    from run_helpers import one_step_run
+
+    return one_step_run(tmp_path_factory.mktemp("tiny-run") / "run", save_steps=10)

@@ -20,6 +20,9 @@ PAGES: tuple[str, ...] = (  # module names under vlmdpo.studio, in NAV order
     "data",
     "train",
     "monitor",
+    "lab",
+    "label",
+    "deploy",
 )
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "vlmdpo_studio_token"

@@ -27,6 +27,42 @@ CREATE TABLE IF NOT EXISTS runs (
     updated REAL NOT NULL,
     message TEXT
 );
+CREATE TABLE IF NOT EXISTS servers (  -- `vlmdpo serve` processes: the lab's worker and deployed endpoints
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,            -- lab | deploy
+    models TEXT NOT NULL,          -- JSON [[name, source], ...] as passed to --model NAME=SOURCE
+    port INTEGER NOT NULL,
+    pid INTEGER,
+    status TEXT NOT NULL,          -- starting | running | stopped | failed
+    log_path TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS exports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,          -- the run folder (or model folder) exported
+    mode TEXT NOT NULL,            -- merged | adapter
+    output_dir TEXT NOT NULL,
+    pid INTEGER,
+    status TEXT NOT NULL,          -- running | finished | failed
+    log_path TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS label_sessions (  -- bookkeeping only: a queue's state is its labels file
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    candidates TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    pairs TEXT NOT NULL,
+    labeler TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    done INTEGER NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    UNIQUE(candidates, labels)
+);
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
