@@ -86,13 +86,19 @@ def test_a_client_that_leaves_stops_its_generation(tiny_server):
     cancelled = engine.stats["cancelled_rows"]
     body = {"model": "lora", "messages": [{"role": "user", "content": long}], "temperature": 0, "max_tokens": 1900,
             "stream": True}
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
-        lines = r.iter_lines()
-        assert next(lines).startswith("data: ")
-        next(lines)
-    # a generation that ran to max_tokens would end as "length", never counted as cancelled
-    deadline = time.monotonic() + 60
-    while engine.stats["cancelled_rows"] == cancelled and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # The tiny model's longest answer is ~50 tokens: unslowed, a loaded machine can finish it before the
+    # server sees the client leave, so each step waits a little until the cancel has landed.
+    slow = engine.im.model.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
+    try:
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            next(lines)
+        # a generation that ran to its end would finish as "stop" or "length", never counted as cancelled
+        deadline = time.monotonic() + 60
+        while engine.stats["cancelled_rows"] == cancelled and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        slow.remove()
     assert engine.stats["cancelled_rows"] == cancelled + 1
     assert sync.chat.completions.create(**request(2)).choices[0].message.content
