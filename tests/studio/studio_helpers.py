@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from vlmdpo.studio import runs
+from vlmdpo.studio import processes, runs
 from vlmdpo.studio.home import StudioHome
 
 
@@ -47,7 +47,7 @@ def stop_all_runs(home: StudioHome) -> None:
                 os.killpg(run["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            child = runs._children.get(run["pid"])
+            child = processes._children.get(run["pid"])
             if child is not None:
                 child.wait(timeout=30)
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from lab_helpers import add_run
 
-from vlmdpo.studio import workers
+from vlmdpo.studio import processes, servers
 from vlmdpo.studio.app import create_app
 from vlmdpo.studio.deploy import MANIFEST, snippets
 
@@ -17,8 +17,8 @@ from vlmdpo.studio.deploy import MANIFEST, snippets
 @pytest.fixture
 def client(studio_home):
     yield TestClient(create_app(studio_home))
-    for row in workers.servers(studio_home, "deploy"):  # nothing outlives a failed test
-        workers.stop(row["pid"])
+    for row in servers.servers(studio_home, "deploy"):  # nothing outlives a failed test
+        processes.stop(row["pid"])
 
 
 @pytest.fixture

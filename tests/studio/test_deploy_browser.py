@@ -10,7 +10,7 @@ from conftest import shot
 from fastapi.testclient import TestClient
 from lab_helpers import IMAGES, add_run
 
-from vlmdpo.studio import workers
+from vlmdpo.studio import processes, servers
 from vlmdpo.studio.app import create_app
 from vlmdpo.studio.home import StudioHome
 
@@ -33,7 +33,7 @@ def test_export_serve_snippet_restart_stop(live_studio, page, tmp_path, tiny_run
         card = page.locator(".server").first
         card.locator(".status-running").wait_for(timeout=120_000)
         snippet = card.locator("pre.python").inner_text()
-        server = workers.servers(home, "deploy")[0]
+        server = servers.servers(home, "deploy")[0]
         assert 'model="tiny-dpo"' in snippet and f"127.0.0.1:{server['port']}/v1" in snippet
         assert f"port {server['port']}" in card.inner_text()
         shot(page, "deploy")
@@ -51,7 +51,7 @@ def test_export_serve_snippet_restart_stop(live_studio, page, tmp_path, tiny_run
 
         card.locator("button", has_text="Stop").click()
         card.locator(".status-stopped").wait_for()
-        assert not workers.alive(server["pid"])
+        assert not processes.alive(server["pid"])
     finally:
-        for row in workers.servers(home, "deploy"):
-            workers.stop(row["pid"])
+        for row in servers.servers(home, "deploy"):
+            processes.stop(row["pid"])

@@ -10,7 +10,7 @@ from conftest import shot
 from fastapi.testclient import TestClient
 from studio_helpers import demo_data, stop_all_runs
 
-from vlmdpo.studio import runs
+from vlmdpo.studio import processes, runs
 from vlmdpo.studio.app import create_app
 from vlmdpo.studio.home import StudioHome
 
@@ -69,14 +69,14 @@ def _train_page(live, page, demo):
 
 def _a_restarted_studio_finds_it_running(live):
     """A new app on the same home, in a process that did not start the run (its children unknown to it)."""
-    started = dict(runs._children)
-    runs._children.clear()
+    started = dict(processes._children)
+    processes._children.clear()
     try:
         restarted = TestClient(create_app(StudioHome(live.home.root, extra_roots=live.home.extra_roots)))
         found = restarted.get("/api/train/runs").json()["runs"]
         assert [(r["name"], r["status"]) for r in found] == [("e2e", "running")]
     finally:
-        runs._children.update(started)
+        processes._children.update(started)
 
 
 def _points(page) -> int:

@@ -126,7 +126,7 @@ def test_the_studio_stops_its_lab_worker_at_exit_but_not_deployed_servers(studio
     import sys
     import time as clock
 
-    from vlmdpo.studio import workers
+    from vlmdpo.studio import servers
 
     sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "vlmdpo"],
                                  start_new_session=True) for _ in range(2)]
@@ -139,7 +139,7 @@ def test_the_studio_stops_its_lab_worker_at_exit_but_not_deployed_servers(studio
             pass
         assert sleepers[0].wait(timeout=20) is not None
         assert sleepers[1].poll() is None  # an endpoint outlives the studio
-        assert [r["status"] for r in workers.servers(studio_home, "lab")] == ["stopped"]
+        assert [r["status"] for r in servers.servers(studio_home, "lab")] == ["stopped"]
     finally:
         for proc in sleepers:
             proc.kill()

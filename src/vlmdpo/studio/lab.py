@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import FileResponse, StreamingResponse
 
-from vlmdpo.studio import workers
+from vlmdpo.studio import servers
 from vlmdpo.studio.app import get_home
 from vlmdpo.studio.errors import StudioError
 from vlmdpo.studio.home import StudioHome
@@ -39,9 +39,9 @@ _append_lock = threading.Lock()
 async def _lifespan(app):
     yield
     home = app.state.home  # the lab's worker is the studio's helper: it ends with the studio
-    for row in workers.servers(home, "lab"):
+    for row in servers.servers(home, "lab"):
         if row["status"] in ("starting", "running"):
-            workers.stop_server(home, row["id"])
+            servers.stop_server(home, row["id"])
 
 
 router = APIRouter(lifespan=_lifespan)
@@ -77,8 +77,8 @@ def lab_request(home: StudioHome, body: dict) -> LabRequest:
     settings = {"max_tokens": _number(body, "max_tokens", 1, 4096, 128, int),
                 "temperature": _number(body, "temperature", 0.0, 2.0, 0.0),
                 "top_p": _number(body, "top_p", 0.01, 1.0, 1.0), "seed": _number(body, "seed", 0, 2**31 - 1, 0, int)}
-    return LabRequest(workers.model_source(home, body.get("base"), "base"),
-                      workers.model_source(home, body.get("tuned"), "tuned"), paths, prompt, settings)
+    return LabRequest(servers.model_source(home, body.get("base"), "base"),
+                      servers.model_source(home, body.get("tuned"), "tuned"), paths, prompt, settings)
 
 
 def _lock(home: StudioHome) -> asyncio.Lock:
@@ -86,21 +86,21 @@ def _lock(home: StudioHome) -> asyncio.Lock:
 
 
 def _pick_worker(home: StudioHome, models: list[tuple[str, str]]) -> dict:
-    current = [r for r in workers.servers(home, "lab") if r["status"] in ("starting", "running")]
+    current = [r for r in servers.servers(home, "lab") if r["status"] in ("starting", "running")]
     row = next((r for r in current if r["models"] == [tuple(m) for m in models]), None)
     for other in current:
         if other is not row:  # one lab worker at a time: models are large
-            workers.stop_server(home, other["id"])
-    return row or workers.start_server(home, "lab", models)
+            servers.stop_server(home, other["id"])
+    return row or servers.start_server(home, "lab", models)
 
 
 async def ensure_worker(home: StudioHome, models: list[tuple[str, str]]) -> dict:
     """The running lab worker for exactly these models: reused, or started after stopping another."""
     from starlette.concurrency import run_in_threadpool
 
-    async with _lock(home):  # two requests at once must not start two workers
+    async with _lock(home):  # two requests at once must not start two servers
         row = await run_in_threadpool(_pick_worker, home, models)
-        return await workers.wait_running(home, row["id"])
+        return await servers.wait_running(home, row["id"])
 
 
 # --------------------------------------------------------------------------------- verdicts
@@ -166,8 +166,8 @@ def _now() -> str:
 # ------------------------------------------------------------------------------------ routes
 @router.get("/api/lab/models")
 def models(home: StudioHome = Depends(get_home)) -> dict:
-    live = [r for r in workers.servers(home, "lab") if r["status"] in ("starting", "running")]
-    return {"runs": workers.runs(home), "worker": live[0] if live else None}
+    live = [r for r in servers.servers(home, "lab") if r["status"] in ("starting", "running")]
+    return {"runs": servers.runs(home), "worker": live[0] if live else None}
 
 
 @router.post("/api/lab/upload")
@@ -206,14 +206,14 @@ def image(path: str, home: StudioHome = Depends(get_home)) -> FileResponse:
 
 @router.post("/api/lab/worker")
 async def start_worker(body: dict = Body(...), home: StudioHome = Depends(get_home)) -> dict:
-    models = [("base", workers.model_source(home, body.get("base"), "base")),
-              ("tuned", workers.model_source(home, body.get("tuned"), "tuned"))]
+    models = [("base", servers.model_source(home, body.get("base"), "base")),
+              ("tuned", servers.model_source(home, body.get("tuned"), "tuned"))]
     return await ensure_worker(home, models)
 
 
 @router.delete("/api/lab/worker")
 def stop_worker(home: StudioHome = Depends(get_home)) -> dict:
-    stopped = [workers.stop_server(home, r["id"])["id"] for r in workers.servers(home, "lab")
+    stopped = [servers.stop_server(home, r["id"])["id"] for r in servers.servers(home, "lab")
                if r["status"] in ("starting", "running")]
     return {"stopped": stopped}
 
