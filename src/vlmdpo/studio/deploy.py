@@ -197,26 +197,31 @@ def state(home: StudioHome = Depends(get_home)) -> dict:
 def deploy_page():
     body = """
 <div id=errors></div>
-<form id=export-form class=card autocomplete=off><h2>Export a run</h2>
- <label>Run <select name=run><option value="">(or a folder below)</option></select></label>
- <label>Run folder <input name=source size=40 placeholder="runs/my-run"><span class=field-error></span></label>
- <label>Mode <select name=mode><option value=merged>merged (LoRA folded into the base)</option>
-  <option value=adapter>adapter (the LoRA files only)</option></select><span class=field-error></span></label>
- <label>dtype <select name=dtype><option>auto</option><option>float32</option><option>bfloat16</option>
-  <option>float16</option></select></label>
- <label>Output folder <input name=output size=30 placeholder="default: exports/&lt;run&gt;-&lt;mode&gt;">
+<form id=export-form class=card autocomplete=off><h2>Export a run</h2><div class=row>
+ <label class=field><span class=key>run</span><select name=run><option value="">(or a folder beside)</option></select>
+ </label>
+ <label class='field grow'><span class=key>run folder</span><input name=source placeholder="runs/my-run">
   <span class=field-error></span></label>
- <label>Replace <input type=checkbox name=force></label>
- <button type=submit>Export</button>
+ <label class=field><span class=key>mode</span><select name=mode>
+  <option value=merged>merged (LoRA folded into the base)</option>
+  <option value=adapter>adapter (the LoRA files only)</option></select><span class=field-error></span></label>
+ <label class=field><span class=key>dtype</span><select name=dtype><option>auto</option><option>float32</option>
+  <option>bfloat16</option><option>float16</option></select></label>
+ <label class='field grow'><span class=key>output folder</span>
+  <input name=output placeholder="default: exports/&lt;run&gt;-&lt;mode&gt;"><span class=field-error></span></label>
+ <label class=field><span class=key>replace</span><input type=checkbox name=force></label>
+ <button type=submit class=primary>Export</button></div>
  <div id=exports></div>
 </form>
-<form id=serve-form class=card autocomplete=off><h2>Serve a model</h2>
- <label>Model <input name=source size=40 list=served-sources placeholder="an export, a run folder or tiny:idefics3">
+<form id=serve-form class=card autocomplete=off><h2>Serve a model</h2><div class=row>
+ <label class='field grow'><span class=key>model</span>
+  <input name=source list=served-sources placeholder="an export, a run folder or tiny:idefics3">
   <span class=field-error></span></label><datalist id=served-sources></datalist>
- <label>Name clients use <input name=name size=18 placeholder="default: the folder name"><span class=field-error></span>
+ <label class=field><span class=key>name clients use</span><input name=name placeholder="default: the folder name">
+  <span class=field-error></span></label>
+ <label class=field><span class=key>port</span><input name=port size=6 placeholder="free"><span class=field-error></span>
  </label>
- <label>Port <input name=port size=6 placeholder="free"><span class=field-error></span></label>
- <button type=submit>Start serving</button>
+ <button type=submit class=primary>Start serving</button></div>
 </form>
 <div id=servers></div>"""
     return render("Export & deploy", body, active="/deploy", scripts=("deploy.js",))

@@ -244,43 +244,49 @@ def prefer(body: dict = Body(...), home: StudioHome = Depends(get_home)) -> dict
 @router.get("/lab", include_in_schema=False)
 def lab_page(home: StudioHome = Depends(get_home)):
     default_set = esc(home.setting("lab_dataset") or "labels/lab_pairs.jsonl")
-    field = ("<label>{0}<input name={1} type=number step=any value='{2}'><span class=field-error></span></label>")
+    setting = "<label class=field><span class=key>{0}</span><input name={1} type=number step=any value='{2}' " \
+              "size=6><span class=field-error></span></label>"
     body = f"""
-<form id=lab-form class=lab-form autocomplete=off>
- <div class=lab-models>
-  <label>Base model <input name=base list=named-models placeholder="tiny:idefics3, a folder or owner/name">
-   <span class=field-error></span></label>
-  <label>Tuned run <select name=run><option value="">(a model folder or name below)</option></select></label>
-  <label>Tuned model <input name=tuned placeholder="a run's output_dir, a folder or name"><span class=field-error></span>
+<form id=lab-form autocomplete=off>
+ <section class=card><h2>Models</h2><div class=row>
+  <label class='field grow'><span class=key>base model</span>
+   <input name=base list=named-models placeholder="tiny:idefics3, a folder or owner/name"><span class=field-error></span>
   </label>
-  <datalist id=named-models><option value="tiny:idefics3"><option value="tiny:qwen2_vl"><option value="builtin:nano-smolvlm">
-  </datalist>
- </div>
- <div class=lab-input>
-  <div class=row><label>Images <input type=file name=upload accept="image/*" multiple></label>
-  <label>or a path <input name=image_path placeholder="uploads/photo.png"><span class=field-error></span></label>
+  <label class=field><span class=key>tuned run</span>
+   <select name=run><option value="">(a model folder or name beside)</option></select></label>
+  <label class='field grow'><span class=key>tuned model</span>
+   <input name=tuned placeholder="a run's output_dir, a folder or name"><span class=field-error></span></label>
+  <datalist id=named-models><option value="tiny:idefics3"><option value="tiny:qwen2_vl">
+   <option value="builtin:nano-smolvlm"></datalist>
+ </div></section>
+ <section class=card><h2>Input</h2>
+  <div class=row><label class=field><span class=key>images</span>
+   <input type=file name=upload accept="image/*" multiple></label>
+  <label class='field grow'><span class=key>or a path</span>
+   <input name=image_path placeholder="uploads/photo.png"><span class=field-error></span></label>
   <button type=button id=add-image>Add</button></div>
-  <div id=images class=thumbs></div>
-  <label class=wide>Prompt <textarea name=prompt rows=3>Describe this image.</textarea><span class=field-error></span>
-  </label>
-  <div class=settings>{field.format("Max tokens", "max_tokens", 64)}{field.format("Temperature", "temperature", 0)}
-   {field.format("Top p", "top_p", 1)}{field.format("Seed", "seed", 0)}</div>
-  <button type=submit id=generate>Generate both</button> <button type=button id=stop-worker>Stop worker</button>
-  <span id=worker-status class=muted></span>
- </div>
+  <div id=images class=lab-thumbs></div>
+  <label class=field><span class=key>prompt</span><textarea name=prompt rows=3>Describe this image.</textarea>
+   <span class=field-error></span></label>
+  <div class=row>{setting.format("max tokens", "max_tokens", 64)}{setting.format("temperature", "temperature", 0)}
+   {setting.format("top p", "top_p", 1)}{setting.format("seed", "seed", 0)}
+   <button type=submit id=generate class=primary>Generate both</button>
+   <button type=button id=stop-worker>Stop worker</button><span id=worker-status class=muted></span></div>
+ </section>
 </form>
 <div id=errors></div>
-<div class=lab-answers>
+<div class=answers>
  <section class=answer id=left><h2>Base <small class=model-name></small></h2><pre class=text></pre>
   <div class=reward>implicit reward: <b>–</b></div></section>
  <section class=answer id=right><h2>Tuned <small class=model-name></small></h2><pre class=text></pre>
   <div class=reward>implicit reward: <b>–</b></div></section>
 </div>
-<form id=verdict-form class=verdict>
- <label>Append pairs to <input name=dataset value="{default_set}"><span class=field-error></span></label>
- <button type=button data-choice=left disabled>◀ Left better</button>
- <button type=button data-choice=tie disabled>Tie</button>
- <button type=button data-choice=right disabled>Right better ▶</button>
+<form id=verdict-form class="card row">
+ <label class='field grow'><span class=key>append pairs to</span><input name=dataset value="{default_set}">
+  <span class=field-error></span></label>
+ <button type=button class=primary data-choice=left disabled>◀ Left better</button>
+ <button type=button class=primary data-choice=tie disabled>Tie</button>
+ <button type=button class=primary data-choice=right disabled>Right better ▶</button>
  <span id=verdict-status></span>
 </form>"""
     return render("Lab", body, active="/lab", scripts=("lab.js",))

@@ -214,25 +214,27 @@ def undo(sid: int, home: StudioHome = Depends(get_home)) -> dict:
 def label_page(home: StudioHome = Depends(get_home)):
     labeler = esc(home.setting("labeler") or "")
     body = f"""
-<form id=open-form class=card autocomplete=off>
- <label>Candidates file <input name=candidates size=48 placeholder="candidates.jsonl from vlmdpo sample">
+<form id=open-form class=card autocomplete=off><div class=row>
+ <label class='field grow'><span class=key>candidates file</span>
+  <input name=candidates placeholder="candidates.jsonl from vlmdpo sample"><span class=field-error></span></label>
+ <label class=field><span class=key>labels file</span>
+  <input name=labels placeholder="default: &lt;candidates&gt;.labels.jsonl"><span class=field-error></span></label>
+ <label class=field><span class=key>pairs file</span>
+  <input name=pairs placeholder="default: &lt;candidates&gt;.pairs.jsonl"><span class=field-error></span></label>
+ <label class=field><span class=key>labeler</span><input name=labeler size=12 value="{labeler}">
   <span class=field-error></span></label>
- <label>Labels file <input name=labels size=36 placeholder="default: &lt;candidates&gt;.labels.jsonl">
-  <span class=field-error></span></label>
- <label>Pairs file <input name=pairs size=36 placeholder="default: &lt;candidates&gt;.pairs.jsonl">
-  <span class=field-error></span></label>
- <label>Labeler <input name=labeler size=12 value="{labeler}"><span class=field-error></span></label>
- <button type=submit>Open queue</button>
+ <button type=submit class=primary>Open queue</button></div>
 </form>
 <div id=errors></div>
 <section id=queue hidden>
- <div class=queue-head><b id=progress-text></b> <span class=muted>keys: <span class=kbd>1</span>…<span class=kbd>9</span>
-  best · <span class=kbd>Shift</span>+<span class=kbd>1</span>… worst (3+ answers) · <span class=kbd>s</span> skip · <span class=kbd>u</span>/<span class=kbd>⌫</span> undo</span>
-  <button type=button id=skip>Skip</button> <button type=button id=undo>Undo</button>
+ <div class=row><b id=progress-text></b>
+  <span class=muted>keys: <kbd>1</kbd>…<kbd>9</kbd> best · <kbd>Shift</kbd>+<kbd>1</kbd>… worst (3+ answers) ·
+  <kbd>s</kbd> skip · <kbd>u</kbd>/<kbd>⌫</kbd> undo</span>
+  <button type=button id=skip>Skip</button><button type=button id=undo>Undo</button>
   <span id=saved class=muted></span></div>
- <div class=progress><div id=progress-bar style="width:0%"></div></div>
- <div class=card><div class=label-images id=label-images></div><div id=prompt class=prompt></div></div>
- <div class=label-answers id=answers></div>
+ <div class=bar><span id=progress-bar style="width:0%"></span></div>
+ <div class=card><div class=label-images id=label-images></div><div id=prompt></div></div>
+ <div class=answers id=answers></div>
 </section>
 <section id=finished hidden class=card><b>All rows are labelled.</b> <span id=finished-text></span>
  <button type=button id=undo-last>Undo the last one</button></section>"""
