@@ -8,7 +8,8 @@ import sys
 
 from conftest import shot
 from fastapi.testclient import TestClient
-from lab_helpers import IMAGES, add_run
+
+from studio_helpers import IMAGES, add_run
 
 from vlmdpo.studio import processes, servers
 from vlmdpo.studio.app import create_app

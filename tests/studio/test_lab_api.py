@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from lab_helpers import IMAGES, data_check_ok, prompt, read_jsonl
+
+from studio_helpers import IMAGES, add_run, data_check_ok, prompt, read_jsonl
 
 from vlmdpo.studio.app import create_app
-
-
-@pytest.fixture
-def client(studio_home):
-    return TestClient(create_app(studio_home))
 
 
 @pytest.fixture
@@ -161,7 +157,6 @@ def test_generate_reward_and_worker_refuse_before_starting_anything(client, stud
 
 
 def test_models_lists_each_run_with_its_base_beta_and_models(client, studio_home, tiny_run, tmp_path):
-    from lab_helpers import add_run
 
     run = add_run(studio_home, tiny_run, tmp_path / "run")
     with studio_home.db() as con:  # a run still starting has no folder yet

@@ -8,7 +8,8 @@ import shutil
 
 import httpx
 from conftest import shot
-from lab_helpers import IMAGES, add_run, data_check_ok, read_jsonl
+
+from studio_helpers import IMAGES, add_run, data_check_ok, read_jsonl
 
 from vlmdpo.studio import processes, servers
 

@@ -5,17 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
-from lab_helpers import IMAGES, data_check_ok, read_jsonl, write_candidates
+
+from studio_helpers import IMAGES, data_check_ok, read_jsonl, write_candidates
 
 from vlmdpo.engine.judge_labels import check_label, read_labels
-from vlmdpo.studio.app import create_app
 from vlmdpo.studio.labels_file import pairs_for
-
-
-@pytest.fixture
-def client(studio_home):
-    return TestClient(create_app(studio_home))
 
 
 def open_queue(client, candidates, **extra):

@@ -3,7 +3,8 @@ progress shown, and the pairs file passing `vlmdpo data check`."""
 from __future__ import annotations
 
 from conftest import shot
-from lab_helpers import data_check_ok, read_jsonl, write_candidates
+
+from studio_helpers import data_check_ok, read_jsonl, write_candidates
 
 from vlmdpo.engine.judge_labels import read_labels
 
