@@ -27,6 +27,16 @@ def studio_home(tmp_path) -> StudioHome:
     return StudioHome(tmp_path / "studio", extra_roots=(tmp_path,))
 
 
+@pytest.fixture
+def client(studio_home):
+    """The app in-process (httpx); afterwards every run and server the test started is stopped."""
+    from fastapi.testclient import TestClient
+    from studio_helpers import stop_all
+
+    yield TestClient(create_app(studio_home))
+    stop_all(studio_home)
+
+
 class LiveStudio:
     def __init__(self, home: StudioHome, token: str | None = None):
         with socket.socket() as s:

@@ -1,14 +1,20 @@
-"""Helpers for the studio tests: small demo data, the runs' metrics, and stopping every run a test started."""
+"""Helpers for the studio tests: small demo data, the runs' metrics, stopping every process a test started,
+and the files the lab, label and deploy tests start from (a run in the runs table, a candidates file)."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
 
-from vlmdpo.studio import runs
+import vlmdpo
+
+from vlmdpo.studio import processes, runs, servers
 from vlmdpo.studio.home import StudioHome
+
+IMAGES = Path(vlmdpo.__file__).parent / "samples" / "trl" / "images"
 
 
 def demo_data(tmp_path: Path, n_train: int = 12) -> Path:
@@ -39,15 +45,17 @@ def wait_status(home: StudioHome, run_id: int, statuses: tuple[str, ...], timeou
                          f"{runs.log_tail(runs.run_dir(home, row))}")
 
 
-def stop_all_runs(home: StudioHome) -> None:
-    """Kill what a test left running (its watcher's whole session), so no trainer outlives the test."""
+def stop_all(home: StudioHome) -> None:
+    """Kill what a test left running (each run's watcher session, each server), so nothing outlives the test."""
+    for row in servers.servers(home, "lab") + servers.servers(home, "deploy"):
+        processes.stop(row["pid"])
     for run in runs.list_runs(home):
         if run["status"] in runs.LIVE and run["pid"]:
             try:
                 os.killpg(run["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            child = runs._children.get(run["pid"])
+            child = processes._children.get(run["pid"])
             if child is not None:
                 child.wait(timeout=30)
 
@@ -94,3 +102,43 @@ def tiny_form(data: Path, name: str, **values: str) -> dict:
     """The Train page's request for a tiny:causal_lm run on `data`."""
     return {"run_name": name, "values": {"model_name_or_path": "tiny:causal_lm", "dataset": str(data),
                                          "lora_rank": "4", "max_length": "128", "save_steps": "1000", **values}}
+
+
+def add_run(home: StudioHome, tiny_run: Path, folder: Path, name: str = "tiny-run") -> Path:
+    """A copy of the session's tiny run inside the home's roots, listed as a finished run."""
+    run = Path(shutil.copytree(tiny_run, folder))
+    now = time.time()
+    with home.db() as con:
+        con.execute("INSERT INTO runs(name, output_dir, config_path, status, created, updated) "
+                    "VALUES(?, ?, ?, 'finished', ?, ?)", (name, str(run), str(run / "vlmdpo_config.yaml"), now, now))
+    return run
+
+
+def prompt(text: str = "What shape is this?") -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def write_candidates(path: Path, rows: int = 3, answers: int = 3, **changes) -> Path:
+    """`rows` candidate rows as `vlmdpo sample` writes them; `changes` maps a row index to fields to replace."""
+    shutil.copy(IMAGES / "red_square.png", path.parent / "red.png")  # inside the studio's roots
+    out = []
+    for i in range(rows):
+        row = {"id": f"q{i}", "prompt": prompt(f"Question {i}?"), "images": ["red.png"],  # beside the file
+               "candidates": [f"answer {i}.{k}" for k in range(answers)]}
+        row.update(changes.get(f"row{i}", {}))
+        out.append(json.dumps(row))
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def data_check_ok(path: Path) -> bool:
+    """What `vlmdpo data check PATH` decides (the library function it calls)."""
+    from vlmdpo.data.stats import check_data
+
+    report = check_data(str(path))
+    assert report.ok, [str(e) for e in report.errors]
+    return report.n_kept

@@ -14,11 +14,6 @@ from vlmdpo.studio.app import create_app
 from vlmdpo.studio.home import StudioHome
 
 
-@pytest.fixture
-def client(studio_home):
-    return TestClient(create_app(studio_home))
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     return demo_data(tmp_path_factory.mktemp("data"), n_train=8)

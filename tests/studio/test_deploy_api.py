@@ -6,19 +6,10 @@ import socket
 import time
 
 import pytest
-from fastapi.testclient import TestClient
-from lab_helpers import add_run
 
-from vlmdpo.studio import workers
-from vlmdpo.studio.app import create_app
+from studio_helpers import add_run
+
 from vlmdpo.studio.deploy import MANIFEST, snippets
-
-
-@pytest.fixture
-def client(studio_home):
-    yield TestClient(create_app(studio_home))
-    for row in workers.servers(studio_home, "deploy"):  # nothing outlives a failed test
-        workers.stop(row["pid"])
 
 
 @pytest.fixture

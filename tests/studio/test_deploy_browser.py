@@ -8,9 +8,10 @@ import sys
 
 from conftest import shot
 from fastapi.testclient import TestClient
-from lab_helpers import IMAGES, add_run
 
-from vlmdpo.studio import workers
+from studio_helpers import IMAGES, add_run
+
+from vlmdpo.studio import processes, servers
 from vlmdpo.studio.app import create_app
 from vlmdpo.studio.home import StudioHome
 
@@ -23,7 +24,7 @@ def test_export_serve_snippet_restart_stop(live_studio, page, tmp_path, tiny_run
         page.select_option("#export-form select[name=run]", str(run))
         assert page.input_value("#export-form input[name=source]") == str(run)
         page.click("#export-form button[type=submit]")
-        page.locator("#exports .status-finished").wait_for(timeout=120_000)
+        page.locator("#exports .status.finished").wait_for(timeout=120_000)
         exported = home.root / "exports" / "run-merged"
         assert (exported / "model.safetensors").is_file() and not (exported / "adapter_config.json").exists()
 
@@ -31,9 +32,9 @@ def test_export_serve_snippet_restart_stop(live_studio, page, tmp_path, tiny_run
         page.fill("#serve-form input[name=name]", "tiny-dpo")
         page.click("#serve-form button[type=submit]")
         card = page.locator(".server").first
-        card.locator(".status-running").wait_for(timeout=120_000)
+        card.locator(".status.running").wait_for(timeout=120_000)
         snippet = card.locator("pre.python").inner_text()
-        server = workers.servers(home, "deploy")[0]
+        server = servers.servers(home, "deploy")[0]
         assert 'model="tiny-dpo"' in snippet and f"127.0.0.1:{server['port']}/v1" in snippet
         assert f"port {server['port']}" in card.inner_text()
         shot(page, "deploy")
@@ -50,8 +51,8 @@ def test_export_serve_snippet_restart_stop(live_studio, page, tmp_path, tiny_run
         assert [(s["id"], s["pid"], s["status"]) for s in found] == [(server["id"], server["pid"], "running")]
 
         card.locator("button", has_text="Stop").click()
-        card.locator(".status-stopped").wait_for()
-        assert not workers.alive(server["pid"])
+        card.locator(".status.stopped").wait_for()
+        assert not processes.alive(server["pid"])
     finally:
-        for row in workers.servers(home, "deploy"):
-            workers.stop(row["pid"])
+        for row in servers.servers(home, "deploy"):
+            processes.stop(row["pid"])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from conftest import shot
 from fastapi.testclient import TestClient
-from studio_helpers import demo_data, stop_all_runs
+from studio_helpers import demo_data, metrics_rows, stop_all
 
-from vlmdpo.studio import runs
+from vlmdpo.studio import processes, runs
 from vlmdpo.studio.app import create_app
 from vlmdpo.studio.home import StudioHome
 
@@ -24,7 +24,7 @@ def test_data_train_monitor_stop_resume(live_studio, page, tmp_path):
         _train_page(live_studio, page, demo)
         _monitor_stop_resume(live_studio, page)
     finally:
-        stop_all_runs(live_studio.home)
+        stop_all(live_studio.home)
 
 
 def _data_page(live, page, demo):
@@ -52,12 +52,13 @@ def _train_page(live, page, demo):
     page.click("#validate")
     page.wait_for_selector("label.invalid input[name=max_steps]")
     assert "integer" in page.inner_text("label.invalid .field-error")
-    for key, value in (("max_steps", "10"), ("eval_dataset", str(demo / "val.jsonl")), ("eval_steps", "2"),
+    # far more steps than the test waits for, so Stop always lands mid-run (the test kills the run at its end)
+    for key, value in (("max_steps", "40"), ("eval_dataset", str(demo / "val.jsonl")), ("eval_steps", "2"),
                        ("save_steps", "50"), ("per_device_train_batch_size", "2"), ("lora_rank", "4"),
                        ("max_length", "512")):
         page.fill(f"input[name={key}]", value)
     page.click("#validate")
-    page.wait_for_function("document.querySelector('#yaml').textContent.includes('max_steps: 10')")
+    page.wait_for_function("document.querySelector('#yaml').textContent.includes('max_steps: 40')")
     assert page.get_attribute("#download", "hidden") is None
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "train")
@@ -69,14 +70,14 @@ def _train_page(live, page, demo):
 
 def _a_restarted_studio_finds_it_running(live):
     """A new app on the same home, in a process that did not start the run (its children unknown to it)."""
-    started = dict(runs._children)
-    runs._children.clear()
+    started = dict(processes._children)
+    processes._children.clear()
     try:
         restarted = TestClient(create_app(StudioHome(live.home.root, extra_roots=live.home.extra_roots)))
         found = restarted.get("/api/train/runs").json()["runs"]
         assert [(r["name"], r["status"]) for r in found] == [("e2e", "running")]
     finally:
-        runs._children.update(started)
+        processes._children.update(started)
 
 
 def _points(page) -> int:
@@ -113,15 +114,11 @@ def _monitor_stop_resume(live, page):
 
 
 def _max_step(live) -> int:
-    from studio_helpers import metrics_rows
-
     return max(r["step"] for r in metrics_rows(live.home))
 
 
 def _wait_step_beyond(live, step: int) -> None:
     import time
-
-    from studio_helpers import metrics_rows
 
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while time.monotonic() < deadline:

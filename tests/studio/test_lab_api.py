@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from lab_helpers import IMAGES, data_check_ok, prompt, read_jsonl
+
+from studio_helpers import IMAGES, add_run, data_check_ok, prompt, read_jsonl
 
 from vlmdpo.studio.app import create_app
-
-
-@pytest.fixture
-def client(studio_home):
-    return TestClient(create_app(studio_home))
 
 
 @pytest.fixture
@@ -126,7 +122,7 @@ def test_the_studio_stops_its_lab_worker_at_exit_but_not_deployed_servers(studio
     import sys
     import time as clock
 
-    from vlmdpo.studio import workers
+    from vlmdpo.studio import servers
 
     sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "vlmdpo"],
                                  start_new_session=True) for _ in range(2)]
@@ -139,7 +135,7 @@ def test_the_studio_stops_its_lab_worker_at_exit_but_not_deployed_servers(studio
             pass
         assert sleepers[0].wait(timeout=20) is not None
         assert sleepers[1].poll() is None  # an endpoint outlives the studio
-        assert [r["status"] for r in workers.servers(studio_home, "lab")] == ["stopped"]
+        assert [r["status"] for r in servers.servers(studio_home, "lab")] == ["stopped"]
     finally:
         for proc in sleepers:
             proc.kill()
@@ -161,7 +157,6 @@ def test_generate_reward_and_worker_refuse_before_starting_anything(client, stud
 
 
 def test_models_lists_each_run_with_its_base_beta_and_models(client, studio_home, tiny_run, tmp_path):
-    from lab_helpers import add_run
 
     run = add_run(studio_home, tiny_run, tmp_path / "run")
     with studio_home.db() as con:  # a run still starting has no folder yet

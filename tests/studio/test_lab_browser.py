@@ -8,9 +8,10 @@ import shutil
 
 import httpx
 from conftest import shot
-from lab_helpers import IMAGES, add_run, data_check_ok, read_jsonl
 
-from vlmdpo.studio import workers
+from studio_helpers import IMAGES, add_run, data_check_ok, read_jsonl
+
+from vlmdpo.studio import processes, servers
 
 
 def test_lab_side_by_side_rewards_and_a_verdict(live_studio, page, tmp_path, tiny_run):
@@ -41,14 +42,14 @@ def test_lab_side_by_side_rewards_and_a_verdict(live_studio, page, tmp_path, tin
     assert data_check_ok(dataset) == 1
 
     # the same worker answers the next request, as a stream of several events per side
-    worker = workers.servers(live_studio.home, "lab")[0]
+    worker = servers.servers(live_studio.home, "lab")[0]
     body = {"base": "tiny:idefics3", "tuned": str(run), "images": [row["images"][0]], "prompt": "Again?",
             "max_tokens": 6}
     with httpx.stream("POST", live_studio.url + "/api/lab/generate", json=body, timeout=120) as resp:
         events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
     assert sum("text" in e and e["side"] == "left" for e in events) >= 2 and events[-1] == {"done": True}
-    assert [r["id"] for r in workers.servers(live_studio.home, "lab")] == [worker["id"]]
+    assert [r["id"] for r in servers.servers(live_studio.home, "lab")] == [worker["id"]]
 
     page.click("#stop-worker")
     page.locator("#worker-status").filter(has_text="worker stopped").wait_for()
-    assert not workers.alive(worker["pid"])
+    assert not processes.alive(worker["pid"])

@@ -5,16 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
-from lab_helpers import IMAGES, data_check_ok, read_jsonl, write_candidates
 
-from vlmdpo.studio.app import create_app
-from vlmdpo.studio.labels_file import check_label, latest, pairs_for, read_labels
+from studio_helpers import IMAGES, data_check_ok, read_jsonl, write_candidates
 
-
-@pytest.fixture
-def client(studio_home):
-    return TestClient(create_app(studio_home))
+from vlmdpo.engine.judge_labels import check_label, read_labels
+from vlmdpo.studio.labels_file import pairs_for
 
 
 def open_queue(client, candidates, **extra):
@@ -42,10 +37,11 @@ def test_label_decide_undo_resume_and_the_files(client, tmp_path, studio_home):
     assert undone["undone"]["id"] == "q2" and (undone["done"], undone["index"], undone["pairs_written"]) == (2, 2, 2)
 
     labels = tmp_path / "cands.labels.jsonl"
-    rows = read_labels(labels)  # the contract: every row readable by the same rules
+    rows = read_jsonl(labels)  # the contract's fields, each row readable by `vlmdpo judge --by labels`
     assert [(r["id"], r["best"], r["worst"], r["skip"], r["labeler"]) for r in rows] == [
         ("q0", 2, None, False, "ann"), ("q1", None, None, True, "ann")]
     assert all(set(r) == {"id", "best", "worst", "skip", "labeler", "time"} for r in rows)
+    assert set(read_labels(labels, {"q0": 3, "q1": 3, "q2": 3})) == {"q0", "q1"}
     pairs = read_jsonl(tmp_path / "cands.pairs.jsonl")
     assert [(p["chosen"][0]["content"][0]["text"], p["rejected"][0]["content"][0]["text"]) for p in pairs] == [
         ("answer 0.2", "answer 0.0"), ("answer 0.2", "answer 0.1")]
@@ -61,7 +57,7 @@ def test_last_row_per_id_wins_and_a_two_answer_pick_names_the_worst(client, tmp_
     s = open_queue(client, cands)
     client.post(f"/api/label/{s['session']}/decide", json={"id": "q0", "best": 0})
     client.post(f"/api/label/{s['session']}/decide", json={"id": "q0", "best": 1})
-    decided = latest(read_labels(tmp_path / "c.labels.jsonl"))
+    decided = read_labels(tmp_path / "c.labels.jsonl")
     assert (decided["q0"]["best"], decided["q0"]["worst"]) == (1, 0)
     pairs = read_jsonl(tmp_path / "c.pairs.jsonl")
     assert len(pairs) == 1 and pairs[0]["chosen"][0]["content"][0]["text"] == "answer 0.1"
@@ -83,7 +79,7 @@ def test_pairs_leave_out_blank_and_identical_answers():
 ])
 def test_label_rows_break_the_contract(row, words):
     with pytest.raises(ValueError, match=words):
-        check_label(row, "labels.jsonl:1", n_answers=2)
+        check_label(row, "labels.jsonl:1", 2)
 
 
 def test_bad_candidates_rows_are_named_by_file_row_field(client, tmp_path):
@@ -120,7 +116,7 @@ def test_decide_refuses_bad_indexes_and_ids(client, tmp_path):
         r = client.post(url + "/decide", json=body)
         assert (r.status_code, r.json()["error"]["field"]) == (400, field), (body, r.text)
     assert client.post(url + "/undo").status_code == 409  # nothing decided, nothing written
-    assert not (tmp_path / "c.labels.jsonl").exists() or not read_labels(tmp_path / "c.labels.jsonl")
+    assert not (tmp_path / "c.labels.jsonl").exists() or not read_jsonl(tmp_path / "c.labels.jsonl")
     assert client.get(url + "/item/9").status_code == 404
     assert client.get(url + "/image/0/5").status_code == 404
     assert client.get("/api/label/999").status_code == 404
@@ -145,3 +141,23 @@ def test_images_outside_the_roots_are_refused_not_served(client, tmp_path):
     r = client.post("/api/label/open", json={"candidates": str(cands)})
     err = r.json()["error"]
     assert r.status_code == 403 and f"{cands}:2: field 'images[0]'" in err["message"] and "--root" in err["fix"]
+
+
+def test_labels_from_the_page_are_judged_and_paired_by_the_cli(client, tmp_path, capsys):
+    """The contract end to end: the page's labels file is what `vlmdpo judge --by labels` reads, and the
+    pairs made from its scores pass `vlmdpo data check`."""
+    from vlmdpo.cli import main
+
+    cands = write_candidates(tmp_path / "c.jsonl", rows=3, answers=3)
+    url = f"/api/label/{open_queue(client, cands)['session']}/decide"
+    for body in ({"id": "q0", "best": 2}, {"id": "q1", "best": 0, "worst": 1}, {"id": "q2", "skip": True}):
+        assert client.post(url, json=body).status_code == 200
+    scored, pairs = tmp_path / "scored.jsonl", tmp_path / "pairs.jsonl"
+    assert main(["judge", str(cands), "--by", "labels", "--labels", str(tmp_path / "c.labels.jsonl"),
+                 "-o", str(scored)]) == 0
+    assert {r["id"]: r["scores"] for r in read_jsonl(scored)} == {
+        "q0": [0.0, 0.0, 1.0], "q1": [1.0, 0.0, 0.5], "q2": [None, None, None]}
+    assert main(["pairs", str(scored), "-o", str(pairs)]) == 0
+    assert [(p["chosen"][0]["content"][0]["text"], p["rejected"][0]["content"][0]["text"])
+            for p in read_jsonl(pairs)] == [("answer 0.2", "answer 0.0"), ("answer 1.0", "answer 1.1")]
+    assert data_check_ok(pairs) == 2

@@ -3,9 +3,10 @@ progress shown, and the pairs file passing `vlmdpo data check`."""
 from __future__ import annotations
 
 from conftest import shot
-from lab_helpers import data_check_ok, read_jsonl, write_candidates
 
-from vlmdpo.studio.labels_file import latest, read_labels
+from studio_helpers import data_check_ok, read_jsonl, write_candidates
+
+from vlmdpo.engine.judge_labels import read_labels
 
 
 def test_label_three_rows_with_keys_and_an_undo(live_studio, page, tmp_path):
@@ -33,8 +34,8 @@ def test_label_three_rows_with_keys_and_an_undo(live_studio, page, tmp_path):
     page.locator("#answers .answer").nth(1).locator("button.pick").click()
     page.locator("#finished").filter(has_text="3 of 3").wait_for()
 
-    decided = latest(read_labels(tmp_path / "cands.labels.jsonl"))
+    decided = read_labels(tmp_path / "cands.labels.jsonl")
     assert {k: (v["best"], v["worst"]) for k, v in decided.items()} == {"q0": (1, None), "q1": (0, None), "q2": (1, 2)}
-    assert len(read_labels(tmp_path / "cands.labels.jsonl")) == 3  # the undone row is gone, not overridden
+    assert len(read_jsonl(tmp_path / "cands.labels.jsonl")) == 3  # the undone row is gone, not overridden
     pairs = read_jsonl(tmp_path / "cands.pairs.jsonl")
     assert len(pairs) == 6 and data_check_ok(tmp_path / "cands.pairs.jsonl") == 6

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import yaml
 import pytest
-from fastapi.testclient import TestClient
-from studio_helpers import fake_run, stop_all_runs, text_prefs, tiny_form, wait_status
+from studio_helpers import fake_run, text_prefs, tiny_form, wait_status
 
 from vlmdpo.config import load_config
 from vlmdpo.config.train_config import TrainConfig
-from vlmdpo.studio.app import create_app
-
-
-@pytest.fixture
-def client(studio_home):
-    c = TestClient(create_app(studio_home))
-    yield c
-    stop_all_runs(studio_home)
 
 
 def test_the_form_has_every_config_key_once_with_its_description(client):

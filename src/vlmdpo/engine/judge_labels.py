@@ -5,7 +5,7 @@ The labels file (the contract with the studio's label page) is JSON lines, one d
     {"id": "<the candidates row's id>", "best": <index into that row's candidates>,
      "worst": <index, or null>, "skip": <true/false>, "labeler": "<name>", "time": "<ISO 8601>"}
 
-`best` may be null only when `skip` is true; `skip`, `worst`, `labeler` and `time` may be left out
+`best` is null exactly when `skip` is true; `skip`, `worst`, `labeler` and `time` may be left out
 (false, null, "", ""). When an id appears more than once, the last line wins (a changed mind).
 Scores: best 1.0, worst 0.0 and the others 0.5 when worst is given, else best 1.0 and the others 0.0;
 a skipped row gets null scores (`vlmdpo pairs` counts them as unscored). A candidates row with no label
@@ -23,20 +23,49 @@ FIX = ('write each line as {"id": ..., "best": i, "worst": j or null, "skip": fa
        '"time": ...}')
 
 
-def _index(value: Any, where: str, field: str, n: int, *, nullable: bool) -> int | None:
+def _index(value: Any, where: str, field: str, n: int | None, *, nullable: bool) -> int | None:
     if value is None and nullable:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         kind = "an index or null" if nullable else "an index"
         raise JudgeError(f"{where}: field '{field}' must be {kind} (got {value!r})", FIX)
-    if not 0 <= value < n:
+    if value < 0 or (n is not None and value >= n):
+        if n is None:
+            raise JudgeError(f"{where}: field '{field}' is {value}, not an answer index (0, 1, ...)", FIX)
         raise JudgeError(f"{where}: field '{field}' is {value}, but that row has {n} candidate(s) (0..{n - 1})",
                          "label an answer that exists, or relabel the row in the studio")
     return value
 
 
-def read_labels(path: str | Path, counts: dict[str, int]) -> dict[str, dict[str, Any]]:
-    """Each labelled id's last decision, checked against `counts` (candidates per id of the candidates file)."""
+def check_label(row: Any, where: str, n: int | None = None) -> dict[str, Any]:
+    """One labels line by the contract's rules (the studio's label page checks with this too); `n` (the
+    row's number of candidates) also bounds the indexes. Returns the decision with its defaults filled in."""
+    if not isinstance(row, dict):
+        raise JudgeError(f"{where}: not a JSON object", FIX)
+    row_id = row.get("id")
+    if not isinstance(row_id, str):
+        raise JudgeError(f"{where}: field 'id' must be the candidates row's id, a string (got {row_id!r})", FIX)
+    skip = row.get("skip", False)
+    if not isinstance(skip, bool):
+        raise JudgeError(f"{where}: field 'skip' must be true or false (got {skip!r})", FIX)
+    for field in ("labeler", "time"):
+        if not isinstance(row.get(field, ""), str):
+            raise JudgeError(f"{where}: field '{field}' must be a string (got {row[field]!r})", FIX)
+    if skip and row.get("best") is not None:
+        raise JudgeError(f"{where}: field 'best' must be null on a skipped row (got {row['best']!r})",
+                         "write best: null with skip: true, or skip: false with the best answer's index")
+    best = _index(row.get("best"), where, "best", n, nullable=skip)
+    worst = _index(row.get("worst"), where, "worst", n, nullable=True)
+    if best is not None and best == worst:
+        raise JudgeError(f"{where}: field 'worst' is the same answer as 'best' ({best})",
+                         "pick another answer as the worst, or null")
+    return {"id": row_id, "best": best, "worst": worst, "skip": skip, "labeler": row.get("labeler", ""),
+            "time": row.get("time", "")}
+
+
+def read_labels(path: str | Path, counts: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """Each labelled id's last decision (with its "line"), checked against `counts` (candidates per id of the
+    candidates file) when given."""
     path = Path(path)
     if not path.is_file():
         raise JudgeError(f"{path}: no such labels file", "label the candidates in the studio's label page "
@@ -48,25 +77,12 @@ def read_labels(path: str | Path, counts: dict[str, int]) -> dict[str, dict[str,
     labels: dict[str, dict[str, Any]] = {}
     for n, row in rows:
         where = f"{path}:{n}"
-        row_id = row.get("id")
-        if not isinstance(row_id, str):
-            raise JudgeError(f"{where}: field 'id' must be the candidates row's id, a string (got {row_id!r})", FIX)
-        if row_id not in counts:
+        row_id = row.get("id") if isinstance(row, dict) else None
+        if counts is not None and isinstance(row_id, str) and row_id not in counts:
             raise JudgeError(f"{where}: field 'id': {row_id!r} is not a row of the candidates file",
                              "label the candidates file this labels file belongs to (or remove the line)")
-        skip = row.get("skip", False)
-        if not isinstance(skip, bool):
-            raise JudgeError(f"{where}: field 'skip' must be true or false (got {skip!r})", FIX)
-        for field in ("labeler", "time"):
-            if not isinstance(row.get(field, ""), str):
-                raise JudgeError(f"{where}: field '{field}' must be a string (got {row[field]!r})", FIX)
-        best = _index(row.get("best"), where, "best", counts[row_id], nullable=skip)
-        worst = _index(row.get("worst"), where, "worst", counts[row_id], nullable=True)
-        if best is not None and best == worst:
-            raise JudgeError(f"{where}: field 'worst' is the same answer as 'best' ({best})",
-                             "pick another answer as the worst, or null")
-        labels[row_id] = {"best": best, "worst": worst, "skip": skip, "labeler": row.get("labeler", ""),
-                          "time": row.get("time", ""), "line": n}
+        label = check_label(row, where, None if counts is None else counts.get(row_id))
+        labels[label["id"]] = {**label, "line": n}
     return labels
 
 

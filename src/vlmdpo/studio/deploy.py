@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends
 
-from vlmdpo.studio import workers
+from vlmdpo.studio import processes, servers
 from vlmdpo.studio.app import get_home
 from vlmdpo.studio.errors import StudioError
 from vlmdpo.studio.home import StudioHome
@@ -62,16 +62,16 @@ def _export_row(home: StudioHome, eid: int) -> dict:
     if r is None:
         raise StudioError(f"export {eid}: not found", "reload the page", field="id", status=404)
     row = dict(r)
-    if row["status"] == "running" and not workers.alive(row["pid"]):
-        code = workers.exit_code(row["pid"])  # None: started by an earlier studio; its folder tells
+    if row["status"] == "running" and not processes.alive(row["pid"]):
+        code = processes.exit_code(row["pid"])  # None: started by an earlier studio; its folder tells
         ok = code == 0 or code is None and (Path(row["output_dir"]) / MANIFEST).is_file()
         status = "finished" if ok else "failed"
-        message = None if ok else "the export failed:\n" + workers.log_tail(row["log_path"])
+        message = None if ok else "the export failed:\n" + processes.log_tail(row["log_path"])
         with home.db() as con:
             con.execute("UPDATE exports SET status = ?, message = ?, updated = ? WHERE id = ?",
                         (status, message, time.time(), eid))
         row.update(status=status, message=message)
-    row["log"] = workers.log_tail(row["log_path"], 12)
+    row["log"] = processes.log_tail(row["log_path"], 12)
     return row
 
 
@@ -141,7 +141,7 @@ def export(body: dict = Body(...), home: StudioHome = Depends(get_home)) -> dict
         return _export_row(home, eid)
     args = ["export", "--model", str(source), "-o", str(out), "--dtype", dtype] + (["--force"] if body.get("force")
                                                                                   else [])
-    proc = workers.launch(args, log)
+    proc = processes.launch(args, log)
     with home.db() as con:
         con.execute("UPDATE exports SET pid = ?, log_path = ? WHERE id = ?", (proc.pid, str(log), eid))
     return _export_row(home, eid)
@@ -164,59 +164,64 @@ def _served_name(value: Any, source: str) -> str:
 
 @router.post("/api/deploy/serve")
 def start(body: dict = Body(...), home: StudioHome = Depends(get_home)) -> dict:
-    source = workers.model_source(home, body.get("source"), "source")
+    source = servers.model_source(home, body.get("source"), "source")
     port = body.get("port")
-    port = workers.check_port(int(port) if str(port).isdigit() else port) if port not in (None, "") else None
-    row = workers.start_server(home, "deploy", [(_served_name(body.get("name"), source), source)], port)
+    port = servers.check_port(int(port) if str(port).isdigit() else port) if port not in (None, "") else None
+    row = servers.start_server(home, "deploy", [(_served_name(body.get("name"), source), source)], port)
     return _with_snippets(row)
 
 
 @router.get("/api/deploy/servers/{sid}")
 def server_status(sid: int, home: StudioHome = Depends(get_home)) -> dict:
-    row = workers.server(home, sid)
+    row = servers.server(home, sid)
     if row["kind"] != "deploy":
         raise StudioError(f"server {sid}: not a deployed endpoint", "reload the page", field="id", status=404)
-    return {**_with_snippets(row), "log": workers.log_tail(row["log_path"], 12)}
+    return {**_with_snippets(row), "log": processes.log_tail(row["log_path"], 12)}
 
 
 @router.post("/api/deploy/servers/{sid}/stop")
 def stop(sid: int, home: StudioHome = Depends(get_home)) -> dict:
     server_status(sid, home)
-    return _with_snippets(workers.stop_server(home, sid))
+    return _with_snippets(servers.stop_server(home, sid))
 
 
 @router.get("/api/deploy/state")
 def state(home: StudioHome = Depends(get_home)) -> dict:
     with home.db() as con:
         ids = [r["id"] for r in con.execute("SELECT id FROM exports ORDER BY id DESC LIMIT 20")]
-    return {"runs": workers.runs(home), "exports": [_export_row(home, i) for i in ids],
-            "servers": [_with_snippets(r) for r in workers.servers(home, "deploy")]}
+    return {"runs": servers.runs(home), "exports": [_export_row(home, i) for i in ids],
+            "servers": [_with_snippets(r) for r in servers.servers(home, "deploy")]}
 
 
 @router.get("/deploy", include_in_schema=False)
 def deploy_page():
     body = """
 <div id=errors></div>
-<form id=export-form class=card autocomplete=off><h2>Export a run</h2>
- <label>Run <select name=run><option value="">(or a folder below)</option></select></label>
- <label>Run folder <input name=source size=40 placeholder="runs/my-run"><span class=field-error></span></label>
- <label>Mode <select name=mode><option value=merged>merged (LoRA folded into the base)</option>
-  <option value=adapter>adapter (the LoRA files only)</option></select><span class=field-error></span></label>
- <label>dtype <select name=dtype><option>auto</option><option>float32</option><option>bfloat16</option>
-  <option>float16</option></select></label>
- <label>Output folder <input name=output size=30 placeholder="default: exports/&lt;run&gt;-&lt;mode&gt;">
+<form id=export-form class=card autocomplete=off><h2>Export a run</h2><div class=row>
+ <label class=field><span class=key>run</span><select name=run><option value="">(or a folder beside)</option></select>
+ </label>
+ <label class='field grow'><span class=key>run folder</span><input name=source placeholder="runs/my-run">
   <span class=field-error></span></label>
- <label>Replace <input type=checkbox name=force></label>
- <button type=submit>Export</button>
+ <label class=field><span class=key>mode</span><select name=mode>
+  <option value=merged>merged (LoRA folded into the base)</option>
+  <option value=adapter>adapter (the LoRA files only)</option></select><span class=field-error></span></label>
+ <label class=field><span class=key>dtype</span><select name=dtype><option>auto</option><option>float32</option>
+  <option>bfloat16</option><option>float16</option></select></label>
+ <label class='field grow'><span class=key>output folder</span>
+  <input name=output placeholder="default: exports/&lt;run&gt;-&lt;mode&gt;"><span class=field-error></span></label>
+ <label class=field><span class=key>replace</span><input type=checkbox name=force></label>
+ <button type=submit class=primary>Export</button></div>
  <div id=exports></div>
 </form>
-<form id=serve-form class=card autocomplete=off><h2>Serve a model</h2>
- <label>Model <input name=source size=40 list=served-sources placeholder="an export, a run folder or tiny:idefics3">
+<form id=serve-form class=card autocomplete=off><h2>Serve a model</h2><div class=row>
+ <label class='field grow'><span class=key>model</span>
+  <input name=source list=served-sources placeholder="an export, a run folder or tiny:idefics3">
   <span class=field-error></span></label><datalist id=served-sources></datalist>
- <label>Name clients use <input name=name size=18 placeholder="default: the folder name"><span class=field-error></span>
+ <label class=field><span class=key>name clients use</span><input name=name placeholder="default: the folder name">
+  <span class=field-error></span></label>
+ <label class=field><span class=key>port</span><input name=port size=6 placeholder="free"><span class=field-error></span>
  </label>
- <label>Port <input name=port size=6 placeholder="free"><span class=field-error></span></label>
- <button type=submit>Start serving</button>
+ <button type=submit class=primary>Start serving</button></div>
 </form>
 <div id=servers></div>"""
     return render("Export & deploy", body, active="/deploy", scripts=("deploy.js",))

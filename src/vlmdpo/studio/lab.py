@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import FileResponse, StreamingResponse
 
-from vlmdpo.studio import workers
+from vlmdpo.studio import servers
 from vlmdpo.studio.app import get_home
 from vlmdpo.studio.errors import StudioError
 from vlmdpo.studio.home import StudioHome
@@ -39,9 +39,9 @@ _append_lock = threading.Lock()
 async def _lifespan(app):
     yield
     home = app.state.home  # the lab's worker is the studio's helper: it ends with the studio
-    for row in workers.servers(home, "lab"):
+    for row in servers.servers(home, "lab"):
         if row["status"] in ("starting", "running"):
-            workers.stop_server(home, row["id"])
+            servers.stop_server(home, row["id"])
 
 
 router = APIRouter(lifespan=_lifespan)
@@ -77,8 +77,8 @@ def lab_request(home: StudioHome, body: dict) -> LabRequest:
     settings = {"max_tokens": _number(body, "max_tokens", 1, 4096, 128, int),
                 "temperature": _number(body, "temperature", 0.0, 2.0, 0.0),
                 "top_p": _number(body, "top_p", 0.01, 1.0, 1.0), "seed": _number(body, "seed", 0, 2**31 - 1, 0, int)}
-    return LabRequest(workers.model_source(home, body.get("base"), "base"),
-                      workers.model_source(home, body.get("tuned"), "tuned"), paths, prompt, settings)
+    return LabRequest(servers.model_source(home, body.get("base"), "base"),
+                      servers.model_source(home, body.get("tuned"), "tuned"), paths, prompt, settings)
 
 
 def _lock(home: StudioHome) -> asyncio.Lock:
@@ -86,21 +86,21 @@ def _lock(home: StudioHome) -> asyncio.Lock:
 
 
 def _pick_worker(home: StudioHome, models: list[tuple[str, str]]) -> dict:
-    current = [r for r in workers.servers(home, "lab") if r["status"] in ("starting", "running")]
+    current = [r for r in servers.servers(home, "lab") if r["status"] in ("starting", "running")]
     row = next((r for r in current if r["models"] == [tuple(m) for m in models]), None)
     for other in current:
         if other is not row:  # one lab worker at a time: models are large
-            workers.stop_server(home, other["id"])
-    return row or workers.start_server(home, "lab", models)
+            servers.stop_server(home, other["id"])
+    return row or servers.start_server(home, "lab", models)
 
 
 async def ensure_worker(home: StudioHome, models: list[tuple[str, str]]) -> dict:
     """The running lab worker for exactly these models: reused, or started after stopping another."""
     from starlette.concurrency import run_in_threadpool
 
-    async with _lock(home):  # two requests at once must not start two workers
+    async with _lock(home):  # two requests at once must not start two servers
         row = await run_in_threadpool(_pick_worker, home, models)
-        return await workers.wait_running(home, row["id"])
+        return await servers.wait_running(home, row["id"])
 
 
 # --------------------------------------------------------------------------------- verdicts
@@ -166,8 +166,8 @@ def _now() -> str:
 # ------------------------------------------------------------------------------------ routes
 @router.get("/api/lab/models")
 def models(home: StudioHome = Depends(get_home)) -> dict:
-    live = [r for r in workers.servers(home, "lab") if r["status"] in ("starting", "running")]
-    return {"runs": workers.runs(home), "worker": live[0] if live else None}
+    live = [r for r in servers.servers(home, "lab") if r["status"] in ("starting", "running")]
+    return {"runs": servers.runs(home), "worker": live[0] if live else None}
 
 
 @router.post("/api/lab/upload")
@@ -206,14 +206,14 @@ def image(path: str, home: StudioHome = Depends(get_home)) -> FileResponse:
 
 @router.post("/api/lab/worker")
 async def start_worker(body: dict = Body(...), home: StudioHome = Depends(get_home)) -> dict:
-    models = [("base", workers.model_source(home, body.get("base"), "base")),
-              ("tuned", workers.model_source(home, body.get("tuned"), "tuned"))]
+    models = [("base", servers.model_source(home, body.get("base"), "base")),
+              ("tuned", servers.model_source(home, body.get("tuned"), "tuned"))]
     return await ensure_worker(home, models)
 
 
 @router.delete("/api/lab/worker")
 def stop_worker(home: StudioHome = Depends(get_home)) -> dict:
-    stopped = [workers.stop_server(home, r["id"])["id"] for r in workers.servers(home, "lab")
+    stopped = [servers.stop_server(home, r["id"])["id"] for r in servers.servers(home, "lab")
                if r["status"] in ("starting", "running")]
     return {"stopped": stopped}
 
@@ -244,43 +244,49 @@ def prefer(body: dict = Body(...), home: StudioHome = Depends(get_home)) -> dict
 @router.get("/lab", include_in_schema=False)
 def lab_page(home: StudioHome = Depends(get_home)):
     default_set = esc(home.setting("lab_dataset") or "labels/lab_pairs.jsonl")
-    field = ("<label>{0}<input name={1} type=number step=any value='{2}'><span class=field-error></span></label>")
+    setting = "<label class=field><span class=key>{0}</span><input name={1} type=number step=any value='{2}' " \
+              "size=6><span class=field-error></span></label>"
     body = f"""
-<form id=lab-form class=lab-form autocomplete=off>
- <div class=lab-models>
-  <label>Base model <input name=base list=named-models placeholder="tiny:idefics3, a folder or owner/name">
-   <span class=field-error></span></label>
-  <label>Tuned run <select name=run><option value="">(a model folder or name below)</option></select></label>
-  <label>Tuned model <input name=tuned placeholder="a run's output_dir, a folder or name"><span class=field-error></span>
+<form id=lab-form autocomplete=off>
+ <section class=card><h2>Models</h2><div class=row>
+  <label class='field grow'><span class=key>base model</span>
+   <input name=base list=named-models placeholder="tiny:idefics3, a folder or owner/name"><span class=field-error></span>
   </label>
-  <datalist id=named-models><option value="tiny:idefics3"><option value="tiny:qwen2_vl"><option value="builtin:nano-smolvlm">
-  </datalist>
- </div>
- <div class=lab-input>
-  <div class=row><label>Images <input type=file name=upload accept="image/*" multiple></label>
-  <label>or a path <input name=image_path placeholder="uploads/photo.png"><span class=field-error></span></label>
+  <label class=field><span class=key>tuned run</span>
+   <select name=run><option value="">(a model folder or name beside)</option></select></label>
+  <label class='field grow'><span class=key>tuned model</span>
+   <input name=tuned placeholder="a run's output_dir, a folder or name"><span class=field-error></span></label>
+  <datalist id=named-models><option value="tiny:idefics3"><option value="tiny:qwen2_vl">
+   <option value="builtin:nano-smolvlm"></datalist>
+ </div></section>
+ <section class=card><h2>Input</h2>
+  <div class=row><label class=field><span class=key>images</span>
+   <input type=file name=upload accept="image/*" multiple></label>
+  <label class='field grow'><span class=key>or a path</span>
+   <input name=image_path placeholder="uploads/photo.png"><span class=field-error></span></label>
   <button type=button id=add-image>Add</button></div>
-  <div id=images class=thumbs></div>
-  <label class=wide>Prompt <textarea name=prompt rows=3>Describe this image.</textarea><span class=field-error></span>
-  </label>
-  <div class=settings>{field.format("Max tokens", "max_tokens", 64)}{field.format("Temperature", "temperature", 0)}
-   {field.format("Top p", "top_p", 1)}{field.format("Seed", "seed", 0)}</div>
-  <button type=submit id=generate>Generate both</button> <button type=button id=stop-worker>Stop worker</button>
-  <span id=worker-status class=muted></span>
- </div>
+  <div id=images class=lab-thumbs></div>
+  <label class=field><span class=key>prompt</span><textarea name=prompt rows=3>Describe this image.</textarea>
+   <span class=field-error></span></label>
+  <div class=row>{setting.format("max tokens", "max_tokens", 64)}{setting.format("temperature", "temperature", 0)}
+   {setting.format("top p", "top_p", 1)}{setting.format("seed", "seed", 0)}
+   <button type=submit id=generate class=primary>Generate both</button>
+   <button type=button id=stop-worker>Stop worker</button><span id=worker-status class=muted></span></div>
+ </section>
 </form>
 <div id=errors></div>
-<div class=lab-answers>
+<div class=answers>
  <section class=answer id=left><h2>Base <small class=model-name></small></h2><pre class=text></pre>
   <div class=reward>implicit reward: <b>–</b></div></section>
  <section class=answer id=right><h2>Tuned <small class=model-name></small></h2><pre class=text></pre>
   <div class=reward>implicit reward: <b>–</b></div></section>
 </div>
-<form id=verdict-form class=verdict>
- <label>Append pairs to <input name=dataset value="{default_set}"><span class=field-error></span></label>
- <button type=button data-choice=left disabled>◀ Left better</button>
- <button type=button data-choice=tie disabled>Tie</button>
- <button type=button data-choice=right disabled>Right better ▶</button>
+<form id=verdict-form class="card row">
+ <label class='field grow'><span class=key>append pairs to</span><input name=dataset value="{default_set}">
+  <span class=field-error></span></label>
+ <button type=button class=primary data-choice=left disabled>◀ Left better</button>
+ <button type=button class=primary data-choice=tie disabled>Tie</button>
+ <button type=button class=primary data-choice=right disabled>Right better ▶</button>
  <span id=verdict-status></span>
 </form>"""
     return render("Lab", body, active="/lab", scripts=("lab.js",))

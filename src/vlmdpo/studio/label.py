@@ -17,8 +17,10 @@ from fastapi.responses import FileResponse, Response
 from vlmdpo.studio.app import get_home
 from vlmdpo.studio.errors import StudioError
 from vlmdpo.studio.home import StudioHome
-from vlmdpo.studio.labels_file import (Item, QueueError, append_label, check_label, file_key, label_row, latest,
-                                       read_labels, read_queue, undo_last, write_pairs)
+from vlmdpo.engine.judge_labels import check_label, read_labels
+from vlmdpo.errors import FixableError
+from vlmdpo.studio.labels_file import (Item, QueueError, append_label, file_key, label_row, read_queue, undo_last,
+                                       write_pairs)
 from vlmdpo.studio.page import esc, render
 
 router = APIRouter()
@@ -47,17 +49,23 @@ def _session(home: StudioHome, sid: int) -> dict:
     return dict(row)
 
 
-def _labels(path: Path) -> list[dict]:
+def _labels(path: Path, items: list[Item] | None = None) -> dict[str, dict]:
+    """The decision per id (the last line of each wins), by `vlmdpo judge --by labels`'s own reader; with
+    `items`, every id and index must fit that queue (a labels file resumed against another candidates file)."""
+    if not path.exists():
+        return {}
+    counts = None if items is None else {item.row["id"]: len(item.row["candidates"]) for item in items}
     try:
-        return read_labels(path)
-    except ValueError as exc:
-        raise StudioError(str(exc), "fix or remove that line of the labels file", field="labels") from None
+        return read_labels(path, counts)
+    except FixableError as exc:
+        raise StudioError(exc.message, exc.fix or "fix or remove that line of the labels file",
+                          field="labels") from None
 
 
 def _state(home: StudioHome, session: dict, focus: int | None = None) -> dict:
     """Progress from the labels file itself; `index` is the item to show (focus, else the first undecided)."""
     items = _queue(Path(session["candidates"]))
-    decisions = latest(_labels(Path(session["labels"])))
+    decisions = _labels(Path(session["labels"]))
     done = sum(item.row["id"] in decisions for item in items)
     index = focus if focus is not None else next((i.index for i in items if i.row["id"] not in decisions), None)
     with home.db() as con:
@@ -70,7 +78,7 @@ def _state(home: StudioHome, session: dict, focus: int | None = None) -> dict:
 
 def _rebuild_pairs(session: dict) -> tuple[int, int]:
     items = _queue(Path(session["candidates"]))
-    decisions = latest(_labels(Path(session["labels"])))
+    decisions = _labels(Path(session["labels"]))
     return write_pairs(items, decisions, Path(session["pairs"]), {"studio": "label", "candidates": session["candidates"]})
 
 
@@ -93,7 +101,7 @@ def open_queue(body: dict = Body(...), home: StudioHome = Depends(get_home)) -> 
     labeler = str(body.get("labeler") or home.setting("labeler") or "studio").strip()[:80]
     items = _queue(candidates)
     _check_images(home, items)
-    _check_against(items, _labels(labels), labels)
+    _labels(labels, items)
     now = time.time()
     with home.db() as con:
         con.execute("INSERT INTO label_sessions(candidates, labels, pairs, labeler, total, done, created, updated) "
@@ -121,20 +129,6 @@ def _check_images(home: StudioHome, items: list[Item]) -> None:
                                       field="candidates", status=exc.status) from None
 
 
-def _check_against(items: list[Item], rows: list[dict], labels: Path) -> None:
-    """A labels file resumed against another candidates file: every id and index must fit."""
-    answers = {item.row["id"]: len(item.row["candidates"]) for item in items}
-    for n, row in enumerate(rows, 1):
-        if row["id"] not in answers:
-            raise StudioError(f"{labels}:{n}: field 'id': {row['id']!r} is not a row of this candidates file",
-                              "open the candidates file these labels were made for, or name a new labels file",
-                              field="labels")
-        try:
-            check_label(row, f"{labels}:{n}", answers[row["id"]])
-        except ValueError as exc:
-            raise StudioError(str(exc), "name a new labels file", field="labels") from None
-
-
 @router.get("/api/label/sessions")
 def sessions(home: StudioHome = Depends(get_home)) -> list[dict]:
     with home.db() as con:
@@ -158,7 +152,7 @@ def _item(home: StudioHome, sid: int, index: int) -> tuple[dict, Item]:
 @router.get("/api/label/{sid}/item/{index}")
 def item(sid: int, index: int, home: StudioHome = Depends(get_home)) -> dict:
     session, it = _item(home, sid, index)
-    decision = latest(_labels(Path(session["labels"]))).get(it.row["id"])
+    decision = _labels(Path(session["labels"])).get(it.row["id"])
     images = [v if v.startswith(("data:", "http")) else f"/api/label/{sid}/image/{index}/{k}"
               for k, v in enumerate(it.images)]
     return {"index": index, "id": it.row["id"], "prompt": it.row["prompt"], "images": images,
@@ -195,9 +189,9 @@ def decide(sid: int, body: dict = Body(...), home: StudioHome = Depends(get_home
     row = label_row(it.row["id"], best, worst, skip, session["labeler"])
     try:
         check_label(row, "request", n)
-    except ValueError as exc:
-        field = "worst" if "'worst'" in str(exc) else "best"
-        raise StudioError(str(exc).removeprefix("request: "), f"pick an answer 1..{n}", field=field) from None
+    except FixableError as exc:
+        field = "worst" if "'worst'" in exc.message else "best"
+        raise StudioError(exc.message.removeprefix("request: "), f"pick an answer 1..{n}", field=field) from None
     with _lock:
         append_label(Path(session["labels"]), row)
         pairs, left_out = _rebuild_pairs(session)
@@ -220,25 +214,27 @@ def undo(sid: int, home: StudioHome = Depends(get_home)) -> dict:
 def label_page(home: StudioHome = Depends(get_home)):
     labeler = esc(home.setting("labeler") or "")
     body = f"""
-<form id=open-form class=card autocomplete=off>
- <label>Candidates file <input name=candidates size=48 placeholder="candidates.jsonl from vlmdpo sample">
+<form id=open-form class=card autocomplete=off><div class=row>
+ <label class='field grow'><span class=key>candidates file</span>
+  <input name=candidates placeholder="candidates.jsonl from vlmdpo sample"><span class=field-error></span></label>
+ <label class=field><span class=key>labels file</span>
+  <input name=labels placeholder="default: &lt;candidates&gt;.labels.jsonl"><span class=field-error></span></label>
+ <label class=field><span class=key>pairs file</span>
+  <input name=pairs placeholder="default: &lt;candidates&gt;.pairs.jsonl"><span class=field-error></span></label>
+ <label class=field><span class=key>labeler</span><input name=labeler size=12 value="{labeler}">
   <span class=field-error></span></label>
- <label>Labels file <input name=labels size=36 placeholder="default: &lt;candidates&gt;.labels.jsonl">
-  <span class=field-error></span></label>
- <label>Pairs file <input name=pairs size=36 placeholder="default: &lt;candidates&gt;.pairs.jsonl">
-  <span class=field-error></span></label>
- <label>Labeler <input name=labeler size=12 value="{labeler}"><span class=field-error></span></label>
- <button type=submit>Open queue</button>
+ <button type=submit class=primary>Open queue</button></div>
 </form>
 <div id=errors></div>
 <section id=queue hidden>
- <div class=queue-head><b id=progress-text></b> <span class=muted>keys: <span class=kbd>1</span>…<span class=kbd>9</span>
-  best · <span class=kbd>Shift</span>+<span class=kbd>1</span>… worst (3+ answers) · <span class=kbd>s</span> skip · <span class=kbd>u</span>/<span class=kbd>⌫</span> undo</span>
-  <button type=button id=skip>Skip</button> <button type=button id=undo>Undo</button>
+ <div class=row><b id=progress-text></b>
+  <span class=muted>keys: <kbd>1</kbd>…<kbd>9</kbd> best · <kbd>Shift</kbd>+<kbd>1</kbd>… worst (3+ answers) ·
+  <kbd>s</kbd> skip · <kbd>u</kbd>/<kbd>⌫</kbd> undo</span>
+  <button type=button id=skip>Skip</button><button type=button id=undo>Undo</button>
   <span id=saved class=muted></span></div>
- <div class=progress><div id=progress-bar style="width:0%"></div></div>
- <div class=card><div class=label-images id=label-images></div><div id=prompt class=prompt></div></div>
- <div class=label-answers id=answers></div>
+ <div class=bar><span id=progress-bar style="width:0%"></span></div>
+ <div class=card><div class=label-images id=label-images></div><div id=prompt></div></div>
+ <div class=answers id=answers></div>
 </section>
 <section id=finished hidden class=card><b>All rows are labelled.</b> <span id=finished-text></span>
  <button type=button id=undo-last>Undo the last one</button></section>"""

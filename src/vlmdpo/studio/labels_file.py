@@ -1,10 +1,8 @@
 """The Label page's files: the candidates queue it reads, the labels file it writes, the pairs made from them.
 
-The labels file is the contract with `vlmdpo judge --by labels`: one JSON row per decision,
-    {"id": <candidates row id>, "best": <index into candidates> | null, "worst": <index> | null,
-     "skip": <bool>, "labeler": <str>, "time": <ISO 8601 str>}
-appended with fsync; the last row of an id wins; undo removes the file's last row (atomic rewrite).
-A skip has best = worst = null. Pairs are derived, never edited: best vs each other answer of its row
+The labels file is the contract with `vlmdpo judge --by labels`; its rules and reader live in
+engine/judge_labels.py (check_label, read_labels), used here too. Rows are appended with fsync; the last
+row of an id wins; undo removes the file's last row (atomic rewrite). Pairs are derived, never edited: best vs each other answer of its row
 (a pick of the best says it beats every other one), leaving out answers that are blank or the same
 text as the best (DPO cannot learn from them); the pairs file is rewritten whole after each change.
 """
@@ -95,45 +93,6 @@ def read_queue(path: Path) -> list[Item]:
 def label_row(row_id: str, best: int | None, worst: int | None, skip: bool, labeler: str) -> dict[str, Any]:
     return {"id": row_id, "best": best, "worst": worst, "skip": skip, "labeler": labeler,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def check_label(row: Any, where: str, n_answers: int | None = None) -> dict[str, Any]:
-    """One labels row by the contract's rules; `n_answers` also bounds the indexes."""
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: not a JSON object")
-    if not isinstance(row.get("id"), str):
-        raise ValueError(f"{where}: field 'id': missing or not a string")
-    if not isinstance(row.get("skip"), bool):
-        raise ValueError(f"{where}: field 'skip': must be true or false")
-    if not isinstance(row.get("labeler"), str) or not isinstance(row.get("time"), str):
-        raise ValueError(f"{where}: fields 'labeler' and 'time' must be strings")
-    for key in ("best", "worst"):
-        value = row.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0 \
-                or (n_answers is not None and value >= n_answers):
-            bound = f" in 0..{n_answers - 1}" if n_answers else ""
-            raise ValueError(f"{where}: field '{key}': {value!r} is not an answer index{bound}")
-    if row["skip"] != (row.get("best") is None):
-        raise ValueError(f"{where}: field 'best': a decision has a best index, a skip has null")
-    if row.get("worst") is not None and row["worst"] == row["best"]:
-        raise ValueError(f"{where}: field 'worst': the same answer as best")
-    return row
-
-
-def read_labels(path: Path) -> list[dict[str, Any]]:
-    """All rows in file order, each checked; a missing file has none."""
-    from vlmdpo.engine.jsonl import read_rows
-
-    if not path.exists():
-        return []
-    return [check_label(row, f"{path}:{n}") for n, row in read_rows(path)]
-
-
-def latest(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The decision per id: the last row of each id wins."""
-    return {row["id"]: row for row in rows}
 
 
 def append_label(path: Path, row: dict[str, Any]) -> None:

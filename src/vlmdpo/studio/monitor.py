@@ -198,7 +198,7 @@ def api_use(run_id: int, body: UseModel, home: StudioHome = Depends(get_home)) -
 def page() -> HTMLResponse:
     body = (
         "<div class=monitor-top><div id=run-picker class=run-picker>Loading runs…</div>"
-        "<div id=progress class=progress></div></div><div id=errors></div>"
+        "<div id=progress class=monitor-progress></div></div><div id=errors></div>"
         "<div id=charts class=charts></div>"
         "<div class=monitor-bottom><section><h2>Reading</h2><ul id=reading></ul><div id=best></div></section>"
         "<section><h2>Log</h2><pre id=log class=log></pre></section></div>")

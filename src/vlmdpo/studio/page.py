@@ -28,6 +28,6 @@ def render(title: str, body: str, *, active: str, scripts: tuple[str, ...] = ())
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{esc(title)} · vlmdpo studio</title>"
         '<link rel=stylesheet href="/static/studio.css"></head>'
-        f'<body class="page-{esc(active.strip("/"))}">'
+        '<body>'
         f'<header><span class=brand>vlmdpo studio</span><nav>{nav}</nav></header>'
         f"<main><h1>{esc(title)}</h1>{body}</main>{tags}</body></html>")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmdpo.atomic import write_text
+from vlmdpo.studio import processes
 from vlmdpo.studio.errors import StudioError
 from vlmdpo.studio.home import StudioHome
 
@@ -25,7 +26,6 @@ LIVE = ("starting", "running", "stopping")
 LOG, EXIT_CODE, CONFIG = "train.log", "exit_code", "config.yaml"
 EXIT_STOPPED = (130, 143)  # train/interrupt.py: SIGINT / SIGTERM, checkpoint saved
 TAIL_LINES = 30
-_children: dict[int, subprocess.Popen] = {}  # the watchers this process started (reaped here, never zombies)
 
 
 def slug(name: str) -> str:
@@ -36,36 +36,7 @@ def slug(name: str) -> str:
 
 
 def log_tail(run_dir: Path, lines: int = TAIL_LINES) -> str:
-    try:
-        with open(run_dir / LOG, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64_000))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    # tqdm redraws with carriage returns: keep each line's last state
-    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines()[-lines:])
-
-
-def _alive(pid: int | None, run_dir: Path) -> bool:
-    if not pid:
-        return False
-    child = _children.get(pid)
-    if child is not None:
-        return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():  # a reused pid is some other program
-        try:
-            return str(run_dir).encode() in cmdline.read_bytes()
-        except OSError:
-            return False
-    return True
+    return processes.log_tail(run_dir / LOG, lines)
 
 
 def ended_status(code: int | None) -> str:
@@ -95,7 +66,7 @@ def run_dir(home: StudioHome, row: dict[str, Any]) -> Path:
 def refresh(home: StudioHome, row: dict[str, Any]) -> dict[str, Any]:
     """The row with its status made true: a live status whose process is gone becomes how it ended."""
     folder = run_dir(home, row)
-    if row["status"] in LIVE and not _alive(row["pid"], folder):
+    if row["status"] in LIVE and not processes.alive(row["pid"], str(folder).encode()):  # a reused pid: not our run
         try:
             code: int | None = int((folder / EXIT_CODE).read_text().strip())
         except (OSError, ValueError):
@@ -150,29 +121,14 @@ def launch(home: StudioHome, name: str, config_yaml: str, output_dir: Path) -> d
 
 def _start(home: StudioHome, run_id: int, folder: Path, overrides: list[str]) -> None:
     (folder / EXIT_CODE).unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "vlmdpo.studio.runs", str(folder), str(home.db_path), str(run_id), "--",
-           "train", str(folder / CONFIG), *overrides]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _python_path()}
+    args = [str(folder), str(home.db_path), str(run_id), "--", "train", str(folder / CONFIG), *overrides]
     try:
-        with open(folder / LOG, "ab") as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=folder,
-                                    env=env, start_new_session=True)
+        proc = processes.launch(args, folder / LOG, module="vlmdpo.studio.runs", cwd=folder)
     except OSError as e:
         _update(home, run_id, pid=None, status="failed", message=f"could not start {sys.executable}: {e}")
         raise StudioError(f"could not start the run: {e}", "check the studio's Python and the run folder's disk",
                           field="run", status=500) from None
-    _children[proc.pid] = proc
     _update(home, run_id, pid=proc.pid, status="starting", message=None)
-
-
-def _python_path() -> str:
-    """The folder this vlmdpo was imported from first, so the run uses the studio's own code (the run's working
-    folder is its run folder, where a relative PYTHONPATH would point nowhere)."""
-    import vlmdpo
-
-    here = str(Path(vlmdpo.__file__).resolve().parents[1])
-    rest = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return os.pathsep.join([here, *[p for p in rest if p != here]])
 
 
 def stop(home: StudioHome, run_id: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from vlmdpo.studio import workers
+from vlmdpo.studio import processes
 from vlmdpo.studio.home import StudioHome
 
 
@@ -105,7 +105,7 @@ def implicit_rewards(home: StudioHome, req: LabRequest, answers: list[str], beta
                                    req.tuned, "--base", req.base, "--beta", str(beta), "-o", str(scored)],
                                   stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=900)
         if done.returncode != 0:
-            raise workers.failure("`vlmdpo judge --by implicit` failed", log, "check that the tuned model was "
+            raise processes.failure("`vlmdpo judge --by implicit` failed", log, "check that the tuned model was "
                                   "trained from this base", field="tuned")
         result = json.loads(scored.read_text(encoding="utf-8").splitlines()[0])
     return {"scores": result["scores"], "beta": beta, "tuned_logps": result["judge"].get("tuned_logps"),

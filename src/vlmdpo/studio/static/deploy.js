@@ -7,14 +7,14 @@
   let seen = null;  // ids of the finished exports at the last refresh
 
   const el = (tag, props = {}, ...children) => { const e = Object.assign(document.createElement(tag), props); e.append(...children); return e; };
-  const statusTag = (s) => el("span", { className: "status-" + s, textContent: s });
+  const statusTag = (s) => el("span", { className: "status " + s, textContent: s });
   const clearErrors = () => document.querySelectorAll(".field-error, #errors").forEach((e) => { e.textContent = ""; });
 
   function renderExports(exports) {
     const rows = exports.map((x) => el("tr", {}, el("td", { textContent: `#${x.id}` }), el("td", {}, statusTag(x.status)),
       el("td", { textContent: x.mode }), el("td", { textContent: x.output_dir }),
       el("td", {}, el("pre", { className: "log", textContent: x.message || x.log || "" }))));
-    const table = el("table", { className: "list" }, el("tr", {}, ...["export", "status", "mode", "folder", "log"].map((h) => el("th", { textContent: h }))), ...rows);
+    const table = el("table", { className: "table" }, el("tr", {}, ...["export", "status", "mode", "folder", "log"].map((h) => el("th", { textContent: h }))), ...rows);
     document.getElementById("exports").replaceChildren(exports.length ? table : "");
   }
 

@@ -58,7 +58,7 @@
   function addImage(path) {
     images.push(path);
     const box = document.createElement("span");
-    box.className = "thumb";
+    box.className = "lab-thumb";
     const img = document.createElement("img");
     img.src = "/api/lab/image?path=" + encodeURIComponent(path);
     img.alt = path;

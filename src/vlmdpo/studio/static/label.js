@@ -40,17 +40,17 @@
       const card = document.createElement("section");
       card.className = "answer" + (current.decision && current.decision.best === k ? " chosen" : "") + (worst === k ? " worst" : "");
       const head = document.createElement("h2");
-      head.innerHTML = `<span class=kbd>${k + 1}</span> answer ${k + 1}`;
+      head.innerHTML = `<kbd>${k + 1}</kbd> answer ${k + 1}`;
       const body = document.createElement("pre");
       body.textContent = text;
       const pick = document.createElement("button");
       pick.type = "button";
-      pick.className = "pick";
+      pick.className = "primary pick";
       pick.textContent = "Best";
       pick.onclick = () => decide({ best: k });
       const bad = document.createElement("button");
       bad.type = "button";
-      bad.className = "mark-worst";
+      bad.className = "label-worst";
       bad.textContent = "Worst";
       bad.hidden = current.candidates.length < 3;  // with two answers the other one is the worst
       bad.onclick = () => markWorst(k);

@@ -1,25 +1,19 @@
-"""The processes the studio starts for the lab and deploy pages: `python -m vlmdpo serve|export|judge ...`.
+"""The `vlmdpo serve` processes behind the lab and deploy pages, and the models those pages offer.
 
-Each is its own session (start_new_session), so it outlives a closed browser; its output goes to a log
-file whose tail becomes the error when it fails. Servers are rows of the `servers` table (pid, port,
-status), so a restarted studio finds its endpoints again; `alive` guards against a reused pid.
+Servers are rows of the `servers` table (pid, port, status), so a restarted studio finds its endpoints
+again; processes.py starts and stops them.
 """
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from vlmdpo.studio import processes
 from vlmdpo.studio.errors import StudioError
 from vlmdpo.studio.home import StudioHome
-
-_children: dict[int, subprocess.Popen] = {}  # started by this process: poll() reaps them (no zombies)
 
 
 def free_port() -> int:
@@ -42,66 +36,6 @@ def check_port(port: Any, field: str = "port") -> int:
     return port
 
 
-def launch(args: list[str], log_path: Path) -> subprocess.Popen:
-    """`python -m vlmdpo ARGS` in its own session, stdout and stderr into `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "vlmdpo", *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    _children[proc.pid] = proc
-    return proc
-
-
-def exit_code(pid: int | None) -> int | None:
-    """The exit status of a child this process started and that has ended; None otherwise."""
-    proc = _children.get(pid) if pid else None
-    return proc.poll() if proc is not None else None
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    proc = _children.get(pid)
-    if proc is not None:
-        return proc.poll() is None
-    try:  # started by an earlier studio: alive, not a zombie, and still a vlmdpo process (not a reused pid)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and b"vlmdpo" in cmdline
-
-
-def stop(pid: int | None, timeout: float = 15.0) -> None:
-    """SIGTERM to the process group, SIGKILL after `timeout` seconds."""
-    if not alive(pid):
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not alive(pid):
-                return
-            time.sleep(0.1)
-
-
-def log_tail(path: str | Path, lines: int = 15) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    kept = [line.rsplit("\r", 1)[-1] for line in text.splitlines() if line.strip()]  # a progress bar's last state
-    return "\n".join(kept[-lines:])
-
-
-def failure(what: str, log_path: str | Path, fix: str, *, field: str | None = None) -> StudioError:
-    tail = log_tail(log_path)
-    return StudioError(f"{what}; the end of its log ({log_path}):\n{tail or '(empty)'}", fix, field=field, status=502)
-
-
 # ------------------------------------------------------------------------------------- servers
 def serve_args(models: list[tuple[str, str]], port: int) -> list[str]:
     args = ["serve", "--port", str(port), "--max-concurrency", "2"]
@@ -118,7 +52,7 @@ def start_server(home: StudioHome, kind: str, models: list[tuple[str, str]], por
         sid = con.execute("INSERT INTO servers(kind, models, port, status, log_path, created, updated) "
                           "VALUES(?, ?, ?, 'starting', '', ?, ?)", (kind, json.dumps(models), port, now, now)).lastrowid
     log_path = home.root / "logs" / f"serve-{sid}.log"
-    proc = launch(serve_args(models, port), log_path)
+    proc = processes.launch(serve_args(models, port), log_path)
     with home.db() as con:
         con.execute("UPDATE servers SET pid = ?, log_path = ? WHERE id = ?", (proc.pid, str(log_path), sid))
     return server(home, sid)
@@ -138,8 +72,8 @@ def refresh(home: StudioHome, row: dict) -> dict:
     is gone -> failed (with its log tail) unless it was stopped on purpose."""
     status, message = row["status"], row["message"]
     if status in ("starting", "running"):
-        if not alive(row["pid"]):
-            status, message = "failed", "the server exited:\n" + log_tail(row["log_path"])
+        if not processes.alive(row["pid"]):
+            status, message = "failed", "the server exited:\n" + processes.log_tail(row["log_path"])
         elif status == "starting" and _healthy(row["port"]):
             status = "running"
     if (status, message) != (row["status"], row["message"]):
@@ -172,7 +106,7 @@ def servers(home: StudioHome, kind: str) -> list[dict]:
 
 def stop_server(home: StudioHome, sid: int) -> dict:
     row = server(home, sid)
-    stop(row["pid"])
+    processes.stop(row["pid"])
     if row["status"] in ("starting", "running"):
         with home.db() as con:
             con.execute("UPDATE servers SET status = 'stopped', updated = ? WHERE id = ?", (time.time(), sid))
@@ -191,12 +125,12 @@ async def wait_running(home: StudioHome, sid: int, timeout: float = 300.0) -> di
         if row["status"] == "running":
             return row
         if row["status"] != "starting":
-            raise failure(f"`vlmdpo serve` for {', '.join(s for _, s in row['models'])} did not start",
+            raise processes.failure(f"`vlmdpo serve` for {', '.join(s for _, s in row['models'])} did not start",
                           row["log_path"], "check the model names and folders; the log says what failed",
                           field="model")
         if time.monotonic() > deadline:
             await run_in_threadpool(stop_server, home, sid)
-            raise failure(f"`vlmdpo serve` did not answer within {timeout:.0f} s", row["log_path"],
+            raise processes.failure(f"`vlmdpo serve` did not answer within {timeout:.0f} s", row["log_path"],
                           "a large model may need longer on this machine; try a smaller one", field="model")
         await asyncio.sleep(0.3)
 
