@@ -205,7 +205,8 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val", type=int, default=64, metavar="N", help="validation pairs (default 64)")
     p.add_argument("--test", type=int, default=96, metavar="N", help="test pairs (default 96)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--image-size", type=int, default=96, metavar="PX", help="image side in pixels (default 96)")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="image side in pixels (default: varied, 80-128, with a test-only size)")
     p.add_argument("--train-image-contrast", type=float, default=QUICKSTART_IMAGE_CONTRAST, metavar="F",
                    help="share of training pairs that are image-contrast pairs: same answer, counterfactual "
                    f"rejected image (default {QUICKSTART_IMAGE_CONTRAST}, the quickstart's)")
