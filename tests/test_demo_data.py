@@ -20,9 +20,9 @@ def _digest(root, split):
 
 
 def test_same_seed_same_files_other_seed_differs(tmp_path):
-    a = dd.make_demo_data(tmp_path / "a", n_train=12, n_val=4, n_test=4, seed=3, progress=False)
-    b = dd.make_demo_data(tmp_path / "b", n_train=12, n_val=4, n_test=4, seed=3, progress=False)
-    c = dd.make_demo_data(tmp_path / "c", n_train=12, n_val=4, n_test=4, seed=4, progress=False)
+    a = dd.make_demo_data(tmp_path / "a", n_train=12, n_val=4, n_test=4, n_pool=4, seed=3, progress=False)
+    b = dd.make_demo_data(tmp_path / "b", n_train=12, n_val=4, n_test=4, n_pool=4, seed=3, progress=False)
+    c = dd.make_demo_data(tmp_path / "c", n_train=12, n_val=4, n_test=4, n_pool=4, seed=4, progress=False)
     for split in dd.SPLITS:
         assert _digest(a.root, split) == _digest(b.root, split)
     assert _digest(a.root, "train") != _digest(c.root, "train")
@@ -31,7 +31,7 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
 
 
 def test_rows_are_trl_conversational_with_truth(tmp_path):
-    ds = dd.make_demo_data(tmp_path, n_train=8, n_val=0, n_test=4, train_image_contrast=0.0, progress=False)
+    ds = dd.make_demo_data(tmp_path, n_train=8, n_val=0, n_test=4, n_pool=4, train_image_contrast=0.0, progress=False)
     rows = [json.loads(x) for x in ds.files["train"].read_text().splitlines()]
     assert len(rows) == 8 and ds.files["val"].read_text() == ""
     kinds = [r["question_kind"] for r in rows]
@@ -87,7 +87,7 @@ def _check_pixels(img, scene, kind, expected, style):
 @pytest.mark.parametrize("layout", dd.LAYOUTS)
 @pytest.mark.parametrize("kind", dd.KINDS)
 def test_answers_match_the_pixels(tmp_path, kind, layout):
-    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=0, n_test=12, kinds=(kind,), layout=layout,
+    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=0, n_test=12, n_pool=4, kinds=(kind,), layout=layout,
                            train_image_contrast=0.0, progress=False)
     for line in ds.files["train"].read_text().splitlines() + ds.files["test"].read_text().splitlines():
         r = json.loads(line)
@@ -99,7 +99,7 @@ def test_answers_match_the_pixels(tmp_path, kind, layout):
 @pytest.mark.parametrize("layout", dd.LAYOUTS)
 @pytest.mark.parametrize("kind", dd.KINDS)
 def test_image_contrast_pairs_show_the_wrong_value_on_the_rejected_image(tmp_path, kind, layout):
-    ds = dd.make_demo_data(tmp_path, n_train=30, n_val=6, n_test=6, kinds=(kind,), train_image_contrast=1.0,
+    ds = dd.make_demo_data(tmp_path, n_train=30, n_val=6, n_test=6, n_pool=4, kinds=(kind,), train_image_contrast=1.0,
                            layout=layout, progress=False)
     for line in ds.files["train"].read_text().splitlines():
         r = json.loads(line)
@@ -154,13 +154,13 @@ def test_rejected_values_are_uniform_enough():
 
 
 def test_rerun_reuses_and_conflicting_rerun_refuses(tmp_path):
-    first = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, progress=False)
+    first = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, n_pool=4, progress=False)
     assert not first.reused
-    again = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, progress=False)
+    again = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, n_pool=4, progress=False)
     assert again.reused
     with pytest.raises(FileExistsError, match="overwrite"):
-        dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, progress=False)
-    redone = dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, overwrite=True, progress=False)
+        dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, n_pool=4, progress=False)
+    redone = dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, n_pool=4, overwrite=True, progress=False)
     assert len(redone.files["train"].read_text().splitlines()) == 5
 
 
@@ -198,9 +198,9 @@ def test_make_item_is_pure_given_rng():
 
 
 def test_default_training_split_mixes_both_contrasts_and_held_out_splits_do_not(tmp_path):
-    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=8, n_test=8, progress=False)
+    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=8, n_test=8, n_pool=4, progress=False)
     contrast = {s: {json.loads(x)["contrast"] for x in ds.files[s].read_text().splitlines()} for s in dd.SPLITS}
-    assert contrast == {"train": {"answer", "image"}, "val": {"answer"}, "test": {"answer"}}
+    assert contrast == {"train": {"answer", "image"}, "val": {"answer"}, "test": {"answer"}, "pool": {"answer"}}
 
 
 def test_bad_image_contrast_share_fails_before_writing(tmp_path):
@@ -225,8 +225,8 @@ def full_size_rows(tmp_path_factory):
     return {s: [json.loads(x) for x in ds.files[s].read_text().splitlines()] for s in dd.SPLITS}
 
 
-def test_test_split_phrasings_and_styles_never_occur_in_train_or_val(full_size_rows):
-    seen = full_size_rows["train"] + full_size_rows["val"]
+def test_test_split_phrasings_and_styles_never_occur_in_train_val_or_pool(full_size_rows):
+    seen = full_size_rows["train"] + full_size_rows["val"] + full_size_rows["pool"]  # the pool is sampled on-policy
     test = full_size_rows["test"]
     assert {_template(r) for r in test}.isdisjoint({_template(r) for r in seen})
     assert {r["prompt"][0]["content"][1]["text"] for r in test}.isdisjoint(
@@ -250,16 +250,16 @@ def test_training_rows_vary_colour_background_size_shape_size_placement_and_phra
 
 
 def test_data_from_another_generator_version_is_regenerated_not_reused(tmp_path):
-    dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, progress=False)
+    dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, n_pool=4, progress=False)
     manifest = tmp_path / "demo_data.json"
     old = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**old, "version": dd.DEMO_VERSION - 1}))
-    again = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, progress=False)
+    again = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, n_pool=4, progress=False)
     assert not again.reused and json.loads(manifest.read_text())["version"] == dd.DEMO_VERSION
 
 
 def test_a_fixed_image_size_applies_to_every_split(tmp_path):
-    ds = dd.make_demo_data(tmp_path, n_train=6, n_val=2, n_test=4, image_size=64, progress=False)
+    ds = dd.make_demo_data(tmp_path, n_train=6, n_val=2, n_test=4, n_pool=4, image_size=64, progress=False)
     for split in dd.SPLITS:
         for line in ds.files[split].read_text().splitlines():
             assert Image.open(tmp_path / json.loads(line)["images"][0]).size == (64, 64)

@@ -25,7 +25,7 @@ def test_quickstart_runs_all_steps_and_records_them(tmp_path):
     from vlmdpo.quickstart import STEPS, format_timings, run_quickstart
 
     msgs: list[str] = []
-    res = run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 8, "n_val": 4, "n_test": 8}, progress=False,
+    res = run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 8, "n_val": 4, "n_test": 8, "n_pool": 4}, progress=False,
                          echo=msgs.append,
                          overrides={"model_name_or_path": "tiny:idefics3", "max_steps": 2, "eval_steps": 1,
                                     "max_length": 512, "progress_bar": False, "learning_rate": 1e-3})
@@ -45,7 +45,7 @@ def test_quickstart_runs_all_steps_and_records_them(tmp_path):
 
     # a second run over the same folder reuses the data and trains afresh
     msgs.clear()
-    again = run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 8, "n_val": 4, "n_test": 8}, progress=False,
+    again = run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 8, "n_val": 4, "n_test": 8, "n_pool": 4}, progress=False,
                            echo=msgs.append,
                            overrides={"model_name_or_path": "tiny:idefics3", "max_steps": 2, "eval_steps": 1,
                                       "max_length": 512, "progress_bar": False, "learning_rate": 1e-3})
@@ -60,7 +60,7 @@ def test_unknown_builtin_model_is_a_clear_error_before_training(tmp_path):
     from vlmdpo.quickstart import run_quickstart
 
     with pytest.raises(BuiltinModelError, match="unknown built-in model"):
-        run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 4, "n_val": 0, "n_test": 4}, progress=False,
+        run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 4, "n_val": 0, "n_test": 4, "n_pool": 0}, progress=False,
                        echo=lambda _m: None, overrides={"model_name_or_path": "builtin:giant"})
     assert not (tmp_path / "qs" / "model").exists()
 

@@ -28,7 +28,9 @@ from vlmdpo.demo.scenes import (BACKGROUNDS, CENTER, COUNT_PATTERNS, GRID, HELD_
 
 # v3: more colours, styles and phrasings, and a held-out test split; cached v2 data is not reused.
 DEMO_VERSION = 3
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+# pool: prompts in the training style from a stream of their own, for on-policy sampling
+# (`vlmdpo iterate`, recipes/iterate_demo.yaml), so rounds never sample the test split's prompts.
+SPLITS: tuple[str, ...] = ("train", "val", "test", "pool")
 HELD_OUT_SPLITS: tuple[str, ...] = ("test",)
 CONTRASTS: tuple[str, ...] = ("answer", "image")
 # The quickstart's share of image-contrast training pairs: half of them make the vision side learn
@@ -85,8 +87,8 @@ def make_split(split: str, n: int, *, seed: int = 0, image_size: int | None = No
     """`n` items; kinds rotate so every kind gets an equal share. Same arguments -> same items.
 
     `image_contrast` is the share of image-contrast pairs (the rest name a wrong value). Splits in
-    HELD_OUT_SPLITS use the held-out phrasings and styles; any other name (train, val, or e.g. a
-    "pool" of prompts for on-policy sampling) uses the training ones from its own random stream.
+    HELD_OUT_SPLITS use the held-out phrasings and styles; any other (train, val, pool) uses the
+    training ones, each split from its own random stream.
     """
     for k in kinds:
         if k not in KINDS:
@@ -138,7 +140,7 @@ class DemoDataset:
     reused: bool = False
 
 
-def make_demo_data(out_dir: str | Path, *, n_train: int = 800, n_val: int = 64, n_test: int = 96, seed: int = 0,
+def make_demo_data(out_dir: str | Path, *, n_train: int = 800, n_val: int = 64, n_test: int = 96, n_pool: int = 400, seed: int = 0,
                    image_size: int | None = None, kinds: Sequence[str] = KINDS,
                    train_image_contrast: float = QUICKSTART_IMAGE_CONTRAST, layout: str = "canonical", overwrite: bool = False, progress: bool = True) -> DemoDataset:
     """Write train/val/test JSONL (TRL format) and PNG images under `out_dir`.
@@ -153,7 +155,7 @@ def make_demo_data(out_dir: str | Path, *, n_train: int = 800, n_val: int = 64, 
     from another DEMO_VERSION is regenerated (a new generator must not reuse the old pictures).
     """
     root = Path(out_dir)
-    counts = {"train": n_train, "val": n_val, "test": n_test}
+    counts = {"train": n_train, "val": n_val, "test": n_test, "pool": n_pool}
     for split, n in counts.items():
         if n < 0:
             raise ValueError(f"demo data: {split} size must be >= 0, got {n}")
