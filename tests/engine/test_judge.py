@@ -10,7 +10,8 @@ import pytest
 
 from vlmdpo.cli import main
 from vlmdpo.engine.judge import judge_file, model_scorer, truth_scorer
-from vlmdpo.engine.judge_backends import EndpointJudge, _reply_text, chat_url
+from vlmdpo.engine.endpoint import EndpointError, openai_messages
+from vlmdpo.engine.judge_backends import endpoint_judge
 from vlmdpo.engine.judge_io import JudgeError
 from vlmdpo.engine.judge_model import parse_verdict
 from vlmdpo.engine.judge_truth import is_right
@@ -122,15 +123,24 @@ def test_model_judge_consistent_winner_and_unparseable_ties(tmp_path):
 
 
 class _AlwaysA(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        assert self.path == "/v1/chat/completions" and body["messages"][0]["role"] == "user"
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Answer: A"}}]}).encode()
+    reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Answer: A"}}]}).encode()
+
+    def _send(self, data: bytes):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def do_GET(self):
+        assert self.path == "/v1/models"
+        self._send(json.dumps({"object": "list", "data": [{"id": "judge-m", "object": "model"}]}).encode())
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert self.path == "/v1/chat/completions" and body["messages"][0]["role"] == "user"
+        assert body["model"] == "judge-m" and body["temperature"] == 0
+        self._send(self.reply)
 
     def log_message(self, *args):
         pass
@@ -150,23 +160,31 @@ def test_endpoint_judge_and_a_down_endpoint(tmp_path, capsys):
     more = _write(tmp_path / "c.jsonl", [_row(0, ["x", "y"]), _row(1, ["p", "q"]), _row(2, ["s", "t"])])
     assert main(["judge", str(more), "--by", "model", "--endpoint", url, "-o", str(out)]) == 2  # now down
     err = capsys.readouterr().err
-    assert f"judge endpoint {url}/v1/chat/completions is not reachable" in err and "Traceback" not in err
+    assert f"the endpoint {url}/v1 did not answer" in err and "Traceback" not in err
     assert [r["id"] for r in _read(out)] == ["r0", "r1"]
 
 
-def test_endpoint_urls_and_garbage_replies():
-    assert chat_url("http://h:8000") == chat_url("http://h:8000/v1/") == "http://h:8000/v1/chat/completions"
-    assert _reply_text(b'{"choices": [{"message": {"content": "B"}}]}', "u") == "B"
-    with pytest.raises(JudgeError, match="judge endpoint u returned something that is not a chat completion"):
-        _reply_text(b"<html>oops</html>", "u")
+class _Garbage(_AlwaysA):
+    reply = json.dumps({"error": "oops"}).encode()
+
+
+def test_endpoint_garbage_reply_is_one_clear_error():
+    server = HTTPServer(("127.0.0.1", 0), _Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ask = endpoint_judge(f"http://127.0.0.1:{server.server_port}/v1/", None, max_new_tokens=8)
+        with pytest.raises(EndpointError, match="answered without choices.0..message.content"):
+            ask([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], [])
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_missing_image_names_the_row_and_keeps_done_rows(tmp_path, capsys):
     rows = [_row(0, ["x", "y"]), {**_row(1, ["p", "q"]), "images": [str(tmp_path / "gone.png")]}]
     rows[1]["prompt"][0]["content"].insert(0, {"type": "image"})
     src, out = _write(tmp_path / "c.jsonl", rows), tmp_path / "s.jsonl"
-    judge = EndpointJudge("http://127.0.0.1:9", model="m", max_new_tokens=8)
-    judge_reads_images = lambda messages, images: judge._content(messages, images) and "A"  # noqa: E731
+    judge_reads_images = lambda messages, images: openai_messages(messages, images) and "A"  # noqa: E731
     with pytest.raises(JudgeError, match=rf"{src}:2: field 'images': .*gone.png"):
         judge_file(src, out, model_scorer(judge_reads_images))
     assert [r["id"] for r in _read(out)] == ["r0"]

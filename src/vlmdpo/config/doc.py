@@ -10,6 +10,7 @@ import typing
 from typing import Any, Literal
 
 from vlmdpo.config.dialects import CHECKED, DIALECTS, IGNORED
+from vlmdpo.config.iterate import IterateKeys
 from vlmdpo.config.train_config import GROUPS
 from vlmdpo.losses import LOSS_SPECS
 
@@ -111,7 +112,7 @@ def dialects_section() -> list[str]:
 def config_markdown() -> str:
     """The whole of docs/CONFIG.md."""
     lines = [INTRO]
-    for group in GROUPS:
+    for group in (*GROUPS, IterateKeys):  # IterateKeys: `vlmdpo iterate` configs only
         lines += keys_section(group)
     lines += losses_section()
     lines += dialects_section()

@@ -74,24 +74,25 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(values: dict[str, Any], *, source: str = "config",
-                 override_keys: Sequence[str] = ()) -> TrainConfig:
-    """Validate a dict into a TrainConfig; every problem is listed in one ConfigError."""
-    known = list(TrainConfig.model_fields) + [k for k in aliases() if k not in TrainConfig.model_fields]
+                 override_keys: Sequence[str] = (), schema: type[TrainConfig] = TrainConfig) -> TrainConfig:
+    """Validate a dict into a TrainConfig (or `schema`, a TrainConfig with more keys); every problem is
+    listed in one ConfigError."""
+    known = list(schema.model_fields) + [k for k in aliases() if k not in schema.model_fields]
     unknown = []
     for key in values:
-        if key not in TrainConfig.model_fields:
+        if key not in schema.model_fields:
             origin = "command-line override" if key in override_keys else source
             unknown.append(f"unknown key '{key}' in {origin}{_did_you_mean(str(key), known) or '; see examples/'}")
     if unknown:
         raise ConfigError("\n".join(unknown))
     try:
-        return TrainConfig(**values)
+        return schema(**values)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | dict[str, Any] = (), *,
-                say: Callable[[str], None] = _stderr) -> TrainConfig:
+                say: Callable[[str], None] = _stderr, schema: type[TrainConfig] = TrainConfig) -> TrainConfig:
     """YAML file (optional) + overrides (list of key=value, or a dict) -> TrainConfig.
 
     LLaMA-Factory and TRL key names are translated first (config/dialects.py); `say` gets one line
@@ -101,7 +102,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | dict[
     raw = read_yaml(path) if path is not None else {}
     extra = dict(overrides) if isinstance(overrides, dict) else parse_overrides(overrides)
     try:  # each part alone, so an override wins over the file whichever name either uses
-        parts = [translate(raw, TrainConfig.model_fields), translate(extra, TrainConfig.model_fields)]
+        parts = [translate(raw, schema.model_fields), translate(extra, schema.model_fields)]
     except DialectError as e:
         raise ConfigError(f"{source}: {e}") from None
     values = {**parts[0].values, **parts[1].values}
@@ -111,7 +112,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | dict[
         say(f"config: read as vlmdpo keys: {', '.join(renamed)}")
     if ignored:
         say(f"config: warning: these keys do not apply to vlmdpo and are ignored: {', '.join(ignored)}")
-    return build_config(values, source=source, override_keys=list(parts[1].values))
+    return build_config(values, source=source, override_keys=list(parts[1].values), schema=schema)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -1,4 +1,5 @@
-"""`vlmdpo sample`, `vlmdpo judge` and `vlmdpo pairs` arguments: cli.py registers `add_parser`; each run imports its engine then."""
+"""`vlmdpo sample`, `judge`, `pairs` and `iterate` arguments: cli.py registers `add_parser`; each run imports its
+engine then."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="keep pairs whose scores differ by more than X (default 0)")
     q.set_defaults(func=run_pairs)
 
+    it = sub.add_parser("iterate", help="on-policy rounds: sample -> judge -> pairs -> train -> held-out eval",
+                        description="Each round samples answers from the current policy, judges them, makes pairs "
+                        "and trains a run in <output_dir>/round-<r>/ from the current policy; round 0 evaluates the "
+                        "starting model. CONFIG is a training config plus the iterate keys (docs/CONFIG.md, "
+                        "\"Iterate\"). Rerun the same command to resume: finished rounds are skipped.")
+    _iterate_options(it)
+    it.add_argument("config", metavar="CONFIG", help="YAML training config with the iterate keys")
+    it.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE ...",
+                    help="override config keys (the options above may come before or among them)")
+    it.set_defaults(func=run_iterate)
+
 
 def run_sample(args: argparse.Namespace) -> str:
     from vlmdpo.data.options import load_kwargs
@@ -74,3 +86,27 @@ def run_pairs(args: argparse.Namespace) -> str:
 
     counts = make_pairs(Path(args.scored), Path(args.output), strategy=args.strategy, min_margin=args.min_margin)
     return f"{counts.summary()} -> {args.output}"
+
+
+def _iterate_options(p: argparse.ArgumentParser, defaults: argparse.Namespace | None = None) -> None:
+    p.add_argument("--rounds", type=int, default=getattr(defaults, "rounds", 2), metavar="R",
+                   help="rounds of sample-judge-pairs-train after round 0 (default 2)")
+    p.add_argument("--device", default=getattr(defaults, "device", None),
+                   help="cpu, cuda, ... for sampling, judging and eval (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", default=getattr(defaults, "no_progress", False),
+                   help="no progress bars")
+
+
+def run_iterate(args: argparse.Namespace) -> str:
+    from vlmdpo.engine.iterate import iterate
+
+    # options written after CONFIG arrive among the overrides: read them out here
+    late = argparse.ArgumentParser(prog="vlmdpo iterate", add_help=False)
+    _iterate_options(late, args)
+    options, overrides = late.parse_known_args(args.overrides)
+    args = argparse.Namespace(**{**vars(args), **vars(options), "overrides": overrides})
+
+    result = iterate(args.config, args.rounds, overrides=args.overrides, progress=not args.no_progress,
+                     device=args.device)
+    return (f"{result.table()}\n\nrounds.md, rounds.png and rounds.jsonl in {result.output_dir}; the last round's "
+            f"model: {result.rounds[-1]['policy']}")

@@ -1,5 +1,5 @@
-"""An OpenAI-compatible chat endpoint (`vlmdpo serve`, vLLM, ...) as `sample` uses it: the `openai` client when
-installed, else httpx; images go as data URIs; a server that is down or answers an error is one EndpointError."""
+"""An OpenAI-compatible chat endpoint (`vlmdpo serve`, vLLM, ...) as `sample` and `judge` use it: the `openai` client
+when installed, else httpx; images go as data URIs; a server that is down or answers an error is one EndpointError."""
 from __future__ import annotations
 
 import base64
@@ -11,7 +11,7 @@ from vlmdpo.errors import FixableError
 
 
 class EndpointError(FixableError):
-    pass
+    """A server that is down, refuses, or answers something that is not a chat completion."""
 
 
 def base_url(url: str) -> str:
@@ -44,11 +44,13 @@ def openai_messages(messages: list[dict], images: list[str]) -> list[dict]:
 
 
 class Endpoint:
-    """Chat completions at `url` for `model` (default: the first model the server lists)."""
+    """Chat completions at `url` for `model` (default: the first model the server lists); `model_flag` is
+    the option that names the model in the caller's command, for the fixes."""
 
     def __init__(self, url: str, model: str | None = None, *, api_key: str | None = None, timeout: float = 600.0,
-                 use_openai: bool | None = None):
+                 use_openai: bool | None = None, model_flag: str = "--served-model"):
         self.url = base_url(url)
+        self.model_flag = model_flag
         self._key = api_key or "none"
         self._timeout = timeout
         if use_openai is None:
@@ -71,7 +73,7 @@ class Endpoint:
 
     def _refused(self, status: int, text: str) -> EndpointError:
         return EndpointError(f"the endpoint {self.url} answered HTTP {status}: {text[:300]}",
-                             "check --model (a name the server serves), --api-key and the request limits")
+                             f"check {self.model_flag} (a name the server serves), --api-key and the request limits")
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         """httpx fallback: one JSON request."""
@@ -103,7 +105,7 @@ class Endpoint:
         else:
             models = [m.get("id") for m in self._call("GET", "/models").get("data") or []]
         if not models:
-            raise EndpointError(f"the endpoint {self.url} lists no models", "pass --model NAME")
+            raise EndpointError(f"the endpoint {self.url} lists no models", f"pass {self.model_flag} NAME")
         return str(models[0])
 
     def complete(self, messages: list[dict], images: list[str], *, temperature: float, top_p: float,

@@ -1,8 +1,9 @@
-"""`vlmdpo judge`: score each row's candidates (by truth, a judge model, or the implicit DPO reward).
+"""`vlmdpo judge`: score each row's candidates (by truth, a judge model, the implicit DPO reward, or labels).
 
 Reads candidates.jsonl (as `vlmdpo sample` writes it), writes the same rows plus "scores" (a float or
-null per candidate) and "judge" (how: the match rule, or the judge's raw replies, or the log-probs).
-Resumable: rows already in the output (by id) are skipped, and each row is on disk before the next.
+null per candidate) and "judge" (how: the match rule, the judge's raw replies, the log-probs, the label).
+Resumable: rows already in the output (by id) are skipped, and each row is on disk before the next;
+a row the scorer cannot score yet (not labelled) is left out and counted, for a later run.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from typing import Any, Callable
 from vlmdpo.engine.judge_io import JudgeError
 from vlmdpo.errors import FixableError
 
-BYS = ("truth", "model", "implicit")
-# (row, "file:row") -> (scores, judge record)
-Scorer = Callable[[dict[str, Any], str], tuple[list[Any], dict[str, Any]]]
+BYS = ("truth", "model", "implicit", "labels")
+# (row, "file:row") -> (scores, judge record), or None: not scorable yet (no label), ask again later
+Scorer = Callable[[dict[str, Any], str], "tuple[list[Any], dict[str, Any]] | None"]
 
 
 @dataclass
@@ -24,6 +25,12 @@ class JudgeResult:
     output: Path
     judged: int
     skipped: int  # already in the output from an earlier run
+    waiting: int = 0  # not scorable yet (rows not labelled): left out, scored by a later run
+
+    def summary(self) -> str:
+        again = f", {self.skipped} already there" if self.skipped else ""
+        waiting = f"; {self.waiting} rows not labelled yet (label them and rerun)" if self.waiting else ""
+        return f"judged {self.judged} rows{again}{waiting}; wrote {self.output}"
 
 
 def truth_scorer(match: str = "contains") -> Scorer:
@@ -70,7 +77,7 @@ def judge_file(candidates: str | Path, output: str | Path, scorer: Scorer, *, pr
     output = Path(output)
     done = done_ids(Path(output))
     rows = list(read_candidates(candidates))
-    judged = skipped = 0
+    judged = skipped = waiting = 0
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("a", encoding="utf-8") as fh, tqdm(total=len(rows), disable=not progress, unit="row",
                                                          desc="judge") as bar:
@@ -80,17 +87,21 @@ def judge_file(candidates: str | Path, output: str | Path, scorer: Scorer, *, pr
                 skipped += 1
                 continue
             try:
-                scores, record = scorer(row, where)
+                scored = scorer(row, where)
             except JudgeError:
                 raise
             except (FixableError, OSError) as exc:  # an image that is missing or cannot be read
                 raise JudgeError(f"{where}: field 'images': {exc}", "fix the image, or drop the row; rerun to "
                                  "resume") from None
+            if scored is None:
+                waiting += 1
+                continue
+            scores, record = scored
             append_row(fh, {**row, "scores": scores, "judge": record})
             done.add(row["id"])
             judged += 1
             bar.update(1)
-    return JudgeResult(output, judged, skipped)
+    return JudgeResult(output, judged, skipped, waiting)
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -100,7 +111,8 @@ def add_judge_parser(sub: argparse._SubParsersAction) -> None:
                        "\"scores\" per candidate and a \"judge\" record; rerun the same command to resume.")
     p.add_argument("candidates", metavar="CANDIDATES.jsonl")
     p.add_argument("--by", required=True, choices=BYS, help="truth: check against the row's truth; model: a "
-                   "judge compares candidates pairwise in both orders; implicit: beta*(log p_tuned - log p_base)")
+                   "judge compares candidates pairwise in both orders; implicit: beta*(log p_tuned - log p_base); "
+                   "labels: people's choices from the studio's label page (--labels)")
     p.add_argument("-o", "--output", required=True, metavar="SCORED.jsonl", help="file to write (or resume)")
     p.add_argument("--match", default="contains", choices=("exact", "contains", "number", "choice"),
                    help="--by truth: how an answer must match the truth (default contains; demo rows are graded "
@@ -114,23 +126,36 @@ def add_judge_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", metavar="NAME_OR_DIR", help="--by implicit: its base (the reference)")
     p.add_argument("--beta", type=float, default=0.1, help="--by implicit: DPO beta (default 0.1)")
     p.add_argument("--max-length", type=int, default=2048, metavar="N", help="--by implicit: token limit per answer")
+    p.add_argument("--labels", metavar="LABELS.jsonl", help="--by labels: the label page's file (one decision "
+                   "per line: id, best, worst, skip, labeler, time; engine/judge_labels.py)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=run_judge_command)
+
+
+def judge_ask(model: str | None, endpoint: str | None, *, max_new_tokens: int, device: str | None = None):
+    """The judge's voice for `--by model`: a served model at `endpoint`, else `model` loaded here."""
+    from vlmdpo.engine.judge_backends import LocalJudge, endpoint_judge
+
+    if endpoint:
+        return endpoint_judge(endpoint, model, max_new_tokens=max_new_tokens)
+    if model:
+        return LocalJudge(model, max_new_tokens=max_new_tokens, device=device)
+    raise JudgeError("--by model needs a judge", "pass --judge-model NAME_OR_DIR or --endpoint URL")
 
 
 def _scorer_for(args: argparse.Namespace) -> Scorer:
     if args.by == "truth":
         return truth_scorer(args.match)
     if args.by == "model":
-        from vlmdpo.engine.judge_backends import EndpointJudge, LocalJudge
-
-        if args.endpoint:
-            ask = EndpointJudge(args.endpoint, model=args.judge_model or "default", max_new_tokens=args.max_new_tokens)
-        elif args.judge_model:
-            ask = LocalJudge(args.judge_model, max_new_tokens=args.max_new_tokens, device=args.device)
-        else:
-            raise JudgeError("--by model needs a judge", "pass --judge-model NAME_OR_DIR or --endpoint URL")
+        ask = judge_ask(args.judge_model, args.endpoint, max_new_tokens=args.max_new_tokens, device=args.device)
         return model_scorer(ask, read_rubric(args.rubric), by=args.endpoint or args.judge_model)
+    if args.by == "labels":
+        if not args.labels:
+            raise JudgeError("--by labels needs the labels file", "pass --labels LABELS.jsonl (the studio's label "
+                             "page writes it)")
+        from vlmdpo.engine.judge_labels import LabelsScorer
+
+        return LabelsScorer(args.labels, args.candidates)
     if not (args.tuned and args.base):
         raise JudgeError("--by implicit needs --tuned DIR and --base NAME_OR_DIR", "pass both")
     from vlmdpo.engine.judge_implicit import ImplicitJudge
@@ -143,6 +168,4 @@ def run_judge_command(args: argparse.Namespace) -> str:
 
     if not Path(args.candidates).is_file():
         raise JudgeError(f"{args.candidates}: no such candidates file", "pass the JSONL written by `vlmdpo sample`")
-    result = judge_file(args.candidates, args.output, _scorer_for(args), progress=sys.stderr.isatty())
-    again = f", {result.skipped} already there" if result.skipped else ""
-    return f"judged {result.judged} rows{again}; wrote {result.output}"
+    return judge_file(args.candidates, args.output, _scorer_for(args), progress=sys.stderr.isatty()).summary()
