@@ -91,3 +91,14 @@ def test_examples_quickstart_is_the_packaged_recipe():
     assert example.read_text() == recipe_path().read_text()
     cfg = load_config(example)
     assert cfg.dataset == "runs/demo/train.jsonl" and cfg.output_dir == "runs/quickstart/model"
+
+
+def test_iterate_demo_recipe_continues_the_quickstart_on_its_pool_and_held_out_split():
+    from vlmdpo.config.iterate import load_iterate_config
+    from vlmdpo.quickstart import recipe_path
+
+    cfg = load_iterate_config(recipe_path().with_name("iterate_demo.yaml"), [], say=lambda _m: None)
+    assert cfg.model_name_or_path == "runs/quickstart/model"  # the quickstart's tuned model
+    assert cfg.prompts == "runs/quickstart/data/pool.jsonl"  # sampled prompts: the pool, never the test split
+    assert cfg.held_out == "runs/quickstart/data/test.jsonl"
+    assert cfg.judge == "truth" and cfg.num_generations >= 2
