@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 
 import pytest
 from PIL import Image
@@ -19,9 +20,9 @@ def _digest(root, split):
 
 
 def test_same_seed_same_files_other_seed_differs(tmp_path):
-    a = dd.make_demo_data(tmp_path / "a", n_train=12, n_val=4, n_test=4, seed=3, progress=False)
-    b = dd.make_demo_data(tmp_path / "b", n_train=12, n_val=4, n_test=4, seed=3, progress=False)
-    c = dd.make_demo_data(tmp_path / "c", n_train=12, n_val=4, n_test=4, seed=4, progress=False)
+    a = dd.make_demo_data(tmp_path / "a", n_train=12, n_val=4, n_test=4, n_pool=4, seed=3, progress=False)
+    b = dd.make_demo_data(tmp_path / "b", n_train=12, n_val=4, n_test=4, n_pool=4, seed=3, progress=False)
+    c = dd.make_demo_data(tmp_path / "c", n_train=12, n_val=4, n_test=4, n_pool=4, seed=4, progress=False)
     for split in dd.SPLITS:
         assert _digest(a.root, split) == _digest(b.root, split)
     assert _digest(a.root, "train") != _digest(c.root, "train")
@@ -30,7 +31,7 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
 
 
 def test_rows_are_trl_conversational_with_truth(tmp_path):
-    ds = dd.make_demo_data(tmp_path, n_train=8, n_val=0, n_test=4, train_image_contrast=0.0, progress=False)
+    ds = dd.make_demo_data(tmp_path, n_train=8, n_val=0, n_test=4, n_pool=4, train_image_contrast=0.0, progress=False)
     rows = [json.loads(x) for x in ds.files["train"].read_text().splitlines()]
     assert len(rows) == 8 and ds.files["val"].read_text() == ""
     kinds = [r["question_kind"] for r in rows]
@@ -52,9 +53,11 @@ def _px(img, x, y):
     return img.getpixel((x, y))
 
 
-def _check_pixels(img, scene, kind, expected):
+def _check_pixels(img, scene, kind, expected, style):
     """Read the asked attribute back from the image itself, not from the generator's bookkeeping."""
-    cell = 96 / dd.GRID
+    assert img.size == (style["image_size"], style["image_size"])
+    background = dd.BACKGROUNDS[style["background"]]
+    cell = style["image_size"] / dd.GRID
     occupied = {}
     for s in scene:
         x, y = s["center"]
@@ -62,9 +65,9 @@ def _check_pixels(img, scene, kind, expected):
     for col in range(dd.GRID):
         for row in range(dd.GRID):
             if (col, row) not in occupied:  # empty cells are background at their centre
-                assert _px(img, int((col + 0.5) * cell), int((row + 0.5) * cell)) == dd.BACKGROUND
+                assert _px(img, int((col + 0.5) * cell), int((row + 0.5) * cell)) == background
     colors = {v for v in occupied.values()}
-    assert len(colors) == 1 and colors != {dd.BACKGROUND}
+    assert len(colors) == 1 and colors != {background}
     (rgb,) = colors
     if kind == "color":
         assert dd.COLORS[expected] == rgb
@@ -84,27 +87,28 @@ def _check_pixels(img, scene, kind, expected):
 @pytest.mark.parametrize("layout", dd.LAYOUTS)
 @pytest.mark.parametrize("kind", dd.KINDS)
 def test_answers_match_the_pixels(tmp_path, kind, layout):
-    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=0, n_test=0, kinds=(kind,), layout=layout,
+    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=0, n_test=12, n_pool=4, kinds=(kind,), layout=layout,
                            train_image_contrast=0.0, progress=False)
-    for line in ds.files["train"].read_text().splitlines():
+    for line in ds.files["train"].read_text().splitlines() + ds.files["test"].read_text().splitlines():
         r = json.loads(line)
         img = Image.open(tmp_path / r["images"][0]).convert("RGB")
-        _check_pixels(img, r["scene"], kind, r["truth"])
+        _check_pixels(img, r["scene"], kind, r["truth"], r["style"])
         assert "rejected_images" not in r and r["contrast"] == "answer"
 
 
 @pytest.mark.parametrize("layout", dd.LAYOUTS)
 @pytest.mark.parametrize("kind", dd.KINDS)
 def test_image_contrast_pairs_show_the_wrong_value_on_the_rejected_image(tmp_path, kind, layout):
-    ds = dd.make_demo_data(tmp_path, n_train=30, n_val=6, n_test=6, kinds=(kind,), train_image_contrast=1.0,
+    ds = dd.make_demo_data(tmp_path, n_train=30, n_val=6, n_test=6, n_pool=4, kinds=(kind,), train_image_contrast=1.0,
                            layout=layout, progress=False)
     for line in ds.files["train"].read_text().splitlines():
         r = json.loads(line)
         assert r["contrast"] == "image"
         assert r["chosen"] == r["rejected"]  # same words; only the image differs
-        _check_pixels(Image.open(tmp_path / r["images"][0]).convert("RGB"), r["scene"], kind, r["truth"])
+        _check_pixels(Image.open(tmp_path / r["images"][0]).convert("RGB"), r["scene"], kind, r["truth"],
+                      r["style"])
         _check_pixels(Image.open(tmp_path / r["rejected_images"][0]).convert("RGB"), r["rejected_scene"], kind,
-                      r["wrong"])
+                      r["wrong"], r["style"])
         # nothing but the asked attribute changed
         before, after = r["scene"][0], r["rejected_scene"][0]
         keep = {"color": ("shape", "cell"), "shape": ("color", "cell"), "position": ("shape", "color"),
@@ -144,18 +148,19 @@ def test_rejected_values_are_uniform_enough():
     for it in items:
         truths[it.truth] += 1
         wrongs[it.wrong] += 1
+    expected = len(items) / len(dd.COLORS)
     for v in dd.COLORS:
-        assert 380 < truths[v] < 620 and 380 < wrongs[v] < 620
+        assert 0.8 * expected < truths[v] < 1.2 * expected and 0.8 * expected < wrongs[v] < 1.2 * expected
 
 
 def test_rerun_reuses_and_conflicting_rerun_refuses(tmp_path):
-    first = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, progress=False)
+    first = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, n_pool=4, progress=False)
     assert not first.reused
-    again = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, progress=False)
+    again = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, n_pool=4, progress=False)
     assert again.reused
     with pytest.raises(FileExistsError, match="overwrite"):
-        dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, progress=False)
-    redone = dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, overwrite=True, progress=False)
+        dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, n_pool=4, progress=False)
+    redone = dd.make_demo_data(tmp_path, n_train=5, n_val=0, n_test=0, n_pool=4, overwrite=True, progress=False)
     assert len(redone.files["train"].read_text().splitlines()) == 5
 
 
@@ -193,12 +198,68 @@ def test_make_item_is_pure_given_rng():
 
 
 def test_default_training_split_mixes_both_contrasts_and_held_out_splits_do_not(tmp_path):
-    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=8, n_test=8, progress=False)
+    ds = dd.make_demo_data(tmp_path, n_train=40, n_val=8, n_test=8, n_pool=4, progress=False)
     contrast = {s: {json.loads(x)["contrast"] for x in ds.files[s].read_text().splitlines()} for s in dd.SPLITS}
-    assert contrast == {"train": {"answer", "image"}, "val": {"answer"}, "test": {"answer"}}
+    assert contrast == {"train": {"answer", "image"}, "val": {"answer"}, "test": {"answer"}, "pool": {"answer"}}
 
 
 def test_bad_image_contrast_share_fails_before_writing(tmp_path):
     with pytest.raises(ValueError, match=r"train_image_contrast \(--train-image-contrast\) must be between 0 and 1"):
         dd.make_demo_data(tmp_path / "d", train_image_contrast=1.5, progress=False)
     assert not (tmp_path / "d").exists()
+
+
+def _template(row):
+    """The question with its shape word put back as {shape}: the phrasing, whatever shape it asks about."""
+    text = row["prompt"][0]["content"][1]["text"]
+    return row["question_kind"], re.sub(rf"\b{row['scene'][0]['shape']}", "{shape}", text)
+
+
+def _style_values(rows):
+    return {key: {json.dumps(r["style"][key]) for r in rows} for key in ("background", "image_size", "scale", "nudge")}
+
+
+@pytest.fixture(scope="module")
+def full_size_rows(tmp_path_factory):
+    ds = dd.make_demo_data(tmp_path_factory.mktemp("demo"), progress=False)  # the quickstart's sizes
+    return {s: [json.loads(x) for x in ds.files[s].read_text().splitlines()] for s in dd.SPLITS}
+
+
+def test_test_split_phrasings_and_styles_never_occur_in_train_val_or_pool(full_size_rows):
+    seen = full_size_rows["train"] + full_size_rows["val"] + full_size_rows["pool"]  # the pool is sampled on-policy
+    test = full_size_rows["test"]
+    assert {_template(r) for r in test}.isdisjoint({_template(r) for r in seen})
+    assert {r["prompt"][0]["content"][1]["text"] for r in test}.isdisjoint(
+        {r["prompt"][0]["content"][1]["text"] for r in seen})
+    seen_styles, test_styles = _style_values(seen), _style_values(test)
+    for key in seen_styles:  # each part of the picture's look is one training never showed
+        assert test_styles[key].isdisjoint(seen_styles[key]), key
+    # and every held-out phrasing is asked, so the test measures them all
+    assert {_template(r) for r in test} == {(k, q) for k, qs in dd.HELD_OUT_QUESTIONS.items() for q in qs}
+
+
+def test_training_rows_vary_colour_background_size_shape_size_placement_and_phrasing(full_size_rows):
+    train = full_size_rows["train"]
+    assert {r["truth"] for r in train if r["question_kind"] == "color"} == set(dd.COLORS)
+    assert len(dd.COLORS) >= 6
+    styles = _style_values(train)
+    assert len(styles["background"]) >= 4 and len(styles["image_size"]) >= 3
+    assert len(styles["scale"]) >= 3 and len(styles["nudge"]) >= 5
+    for kind in dd.KINDS:
+        assert len({_template(r) for r in train if r["question_kind"] == kind}) >= 4, kind
+
+
+def test_data_from_another_generator_version_is_regenerated_not_reused(tmp_path):
+    dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, n_pool=4, progress=False)
+    manifest = tmp_path / "demo_data.json"
+    old = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**old, "version": dd.DEMO_VERSION - 1}))
+    again = dd.make_demo_data(tmp_path, n_train=4, n_val=0, n_test=0, n_pool=4, progress=False)
+    assert not again.reused and json.loads(manifest.read_text())["version"] == dd.DEMO_VERSION
+
+
+def test_a_fixed_image_size_applies_to_every_split(tmp_path):
+    ds = dd.make_demo_data(tmp_path, n_train=6, n_val=2, n_test=4, n_pool=4, image_size=64, progress=False)
+    for split in dd.SPLITS:
+        for line in ds.files[split].read_text().splitlines():
+            assert Image.open(tmp_path / json.loads(line)["images"][0]).size == (64, 64)

@@ -25,7 +25,7 @@ def test_quickstart_runs_all_steps_and_records_them(tmp_path):
     from vlmdpo.quickstart import STEPS, format_timings, run_quickstart
 
     msgs: list[str] = []
-    res = run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 8, "n_val": 4, "n_test": 8}, progress=False,
+    res = run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 8, "n_val": 4, "n_test": 8, "n_pool": 4}, progress=False,
                          echo=msgs.append,
                          overrides={"model_name_or_path": "tiny:idefics3", "max_steps": 2, "eval_steps": 1,
                                     "max_length": 512, "progress_bar": False, "learning_rate": 1e-3})
@@ -45,7 +45,7 @@ def test_quickstart_runs_all_steps_and_records_them(tmp_path):
 
     # a second run over the same folder reuses the data and trains afresh
     msgs.clear()
-    again = run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 8, "n_val": 4, "n_test": 8}, progress=False,
+    again = run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 8, "n_val": 4, "n_test": 8, "n_pool": 4}, progress=False,
                            echo=msgs.append,
                            overrides={"model_name_or_path": "tiny:idefics3", "max_steps": 2, "eval_steps": 1,
                                       "max_length": 512, "progress_bar": False, "learning_rate": 1e-3})
@@ -60,7 +60,7 @@ def test_unknown_builtin_model_is_a_clear_error_before_training(tmp_path):
     from vlmdpo.quickstart import run_quickstart
 
     with pytest.raises(BuiltinModelError, match="unknown built-in model"):
-        run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 4, "n_val": 0, "n_test": 4}, progress=False,
+        run_quickstart(tmp_path / "qs", demo_sizes={"n_train": 4, "n_val": 0, "n_test": 4, "n_pool": 0}, progress=False,
                        echo=lambda _m: None, overrides={"model_name_or_path": "builtin:giant"})
     assert not (tmp_path / "qs" / "model").exists()
 
@@ -91,3 +91,14 @@ def test_examples_quickstart_is_the_packaged_recipe():
     assert example.read_text() == recipe_path().read_text()
     cfg = load_config(example)
     assert cfg.dataset == "runs/demo/train.jsonl" and cfg.output_dir == "runs/quickstart/model"
+
+
+def test_iterate_demo_recipe_continues_the_quickstart_on_its_pool_and_held_out_split():
+    from vlmdpo.config.iterate import load_iterate_config
+    from vlmdpo.quickstart import recipe_path
+
+    cfg = load_iterate_config(recipe_path().with_name("iterate_demo.yaml"), [], say=lambda _m: None)
+    assert cfg.model_name_or_path == "runs/quickstart/model"  # the quickstart's tuned model
+    assert cfg.prompts == "runs/quickstart/data/pool.jsonl"  # sampled prompts: the pool, never the test split
+    assert cfg.held_out == "runs/quickstart/data/test.jsonl"
+    assert cfg.judge == "truth" and cfg.num_generations >= 2

@@ -198,15 +198,18 @@ def _run_export(args: argparse.Namespace) -> int | str:
 def _add_demo_data(sub: argparse._SubParsersAction) -> None:
     from vlmdpo.demo_data import QUICKSTART_IMAGE_CONTRAST
 
-    p = sub.add_parser("demo-data", help="write the synthetic shapes dataset (train/val/test, TRL format, PNGs)",
+    p = sub.add_parser("demo-data", help="write the synthetic shapes dataset (train/val/test/pool, TRL format, PNGs)",
                        description="Seeded synthetic preference pairs: shapes with colours, counts and positions; "
                        "each question has a correct chosen answer and a hallucinated rejected one.")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (train/val/test.jsonl, images/)")
     p.add_argument("--train", type=int, default=800, metavar="N", help="training pairs (default 800)")
     p.add_argument("--val", type=int, default=64, metavar="N", help="validation pairs (default 64)")
     p.add_argument("--test", type=int, default=96, metavar="N", help="test pairs (default 96)")
+    p.add_argument("--pool", type=int, default=128, metavar="N",
+                   help="prompts for on-policy sampling, training style (pool.jsonl; default 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--image-size", type=int, default=96, metavar="PX", help="image side in pixels (default 96)")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="image side in pixels (default: varied, 80-128, with a test-only size)")
     p.add_argument("--train-image-contrast", type=float, default=QUICKSTART_IMAGE_CONTRAST, metavar="F",
                    help="share of training pairs that are image-contrast pairs: same answer, counterfactual "
                    f"rejected image (default {QUICKSTART_IMAGE_CONTRAST}, the quickstart's)")
@@ -220,8 +223,8 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
 def _run_demo_data(args: argparse.Namespace) -> int:
     from vlmdpo.demo_data import make_demo_data
 
-    ds = make_demo_data(args.output, n_train=args.train, n_val=args.val, n_test=args.test, seed=args.seed,
-                        image_size=args.image_size, layout=args.layout, overwrite=args.overwrite,
+    ds = make_demo_data(args.output, n_train=args.train, n_val=args.val, n_test=args.test, n_pool=args.pool,
+                        seed=args.seed, image_size=args.image_size, layout=args.layout, overwrite=args.overwrite,
                         train_image_contrast=args.train_image_contrast, progress=_progress())
     verb = "reused" if ds.reused else "wrote"
     print(f"{verb} {', '.join(f'{s} {n}' for s, n in ds.counts.items())} pairs in {ds.root} "

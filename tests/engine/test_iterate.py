@@ -85,10 +85,11 @@ def test_previous_reference_round_2_starts_from_round_1(previous_run, setting):
     r1, r2 = out / "round-1", out / "round-2"
     first = _first_step(r2)
     # round 2's policy starts as round 1's model, and its reference is that same model
-    assert first["logps/chosen"] == pytest.approx(_mean_chosen_logp(str(r1), r2 / "pairs.jsonl"), abs=1e-2)
+    assert first["logps/chosen"] == pytest.approx(_mean_chosen_logp(str(r1), r2 / "pairs.jsonl"), abs=2e-2)
     assert first["rewards/chosen"] == 0.0 and first["rewards/rejected"] == 0.0
     start = _mean_chosen_logp(setting["model_name_or_path"], r2 / "pairs.jsonl")
-    assert abs(first["logps/chosen"] - start) > 0.2  # round 1 changed the model, so the check can fail
+    # round 1 changed the model (well beyond the 2e-2 tolerance above), so the check can fail
+    assert abs(first["logps/chosen"] - start) > 0.05
     assert json.loads((r2 / "round.json").read_text())["train_base"] == str(r1 / "merged")
 
 
@@ -108,17 +109,17 @@ def test_base_reference_continues_round_1_against_a_tuned_start(setting, tmp_pat
     first, beta = _first_step(r2), 0.1
     start = _mean_chosen_logp(str(tuned), r2 / "pairs.jsonl")
     round_1 = _mean_chosen_logp(str(r1), r2 / "pairs.jsonl")
-    assert abs(round_1 - start) > 0.2
-    assert first["logps/chosen"] == pytest.approx(round_1, abs=1e-2)  # the policy starts as round 1
+    assert abs(round_1 - start) > 0.05  # well beyond the 2e-2 tolerances below
+    assert first["logps/chosen"] == pytest.approx(round_1, abs=2e-2)  # the policy starts as round 1
     reference = first["logps/chosen"] - first["rewards/chosen"] / beta
-    assert reference == pytest.approx(start, abs=1e-2)  # the reference is the start, not round 1
+    assert reference == pytest.approx(start, abs=2e-2)  # the reference is the start, not round 1
     assert not (r1 / "merged").exists()  # the adapter continues on the start: nothing to merge
 
 
 def test_full_fine_tuning_against_the_base_puts_round_1_weights_into_round_2(setting, tmp_path):
     out = tmp_path / "out"
     full = {k: v for k, v in setting.items() if not k.startswith("lora_")}
-    _run({**full, "finetuning_type": "full", "learning_rate": 1e-3}, out, "base")
+    _run({**full, "finetuning_type": "full", "learning_rate": 1e-2}, out, "base")
     r1, r2 = out / "round-1", out / "round-2"
     assert (r2 / "model.safetensors").is_file() and not (r2 / "adapter_config.json").exists()
     first, beta = _first_step(r2), 0.1

@@ -14,7 +14,7 @@ def tiny_idefics3():
 def demo_dir(tmp_path_factory):
     from vlmdpo.demo_data import make_demo_data
 
-    return make_demo_data(tmp_path_factory.mktemp("demo"), n_train=4, n_val=0, n_test=5, progress=False)
+    return make_demo_data(tmp_path_factory.mktemp("demo"), n_train=4, n_val=0, n_test=5, n_pool=0, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ def trained(tmp_path_factory):
     from vlmdpo.demo_data import make_demo_data
 
     root = tmp_path_factory.mktemp("run")
-    ds = make_demo_data(root / "demo", n_train=8, n_val=0, n_test=8, progress=False)
+    ds = make_demo_data(root / "demo", n_train=8, n_val=0, n_test=8, n_pool=0, progress=False)
     cfg = {
         "model_name_or_path": "tiny:idefics3", "dataset": str(ds.files["train"]),
         "test_dataset": str(ds.files["test"]), "output_dir": str(root / "out"), "max_steps": 2,
