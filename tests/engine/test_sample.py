@@ -3,7 +3,6 @@ against a live `vlmdpo serve` (and one that is down)."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from vlmdpo.cli import main
 from vlmdpo.engine.endpoint import Endpoint, EndpointError, base_url
 from vlmdpo.engine.jsonl import done_ids
 from vlmdpo.engine.sample import SampleOptions, endpoint_answerer, model_answerer, sample_file
+from vlmdpo.net import free_port
 
 PREFS = Path(__file__).resolve().parents[2] / "src" / "vlmdpo" / "samples" / "trl" / "prefs.jsonl"
 OPTIONS = SampleOptions(n=2, temperature=0.9, max_new_tokens=4, seed=0)
@@ -120,15 +120,9 @@ def test_cli_endpoint(server: str, tmp_path: Path, capsys):
     assert len(out.read_text().splitlines()) == 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("use_openai", [True, False], ids=["openai", "httpx"])
 def test_a_down_endpoint_is_one_clear_error(use_openai: bool):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(EndpointError, match=rf"endpoint {url}/v1 did not answer") as info:
         Endpoint(url, use_openai=use_openai)
     assert "vlmdpo serve" in str(info.value)
@@ -137,7 +131,7 @@ def test_a_down_endpoint_is_one_clear_error(use_openai: bool):
 def test_endpoint_down_midway_keeps_rows_done(server: str, tmp_path: Path, capsys):
     out = tmp_path / "c.jsonl"
     out.write_text('{"id": "shapes-1", "candidates": ["x"]}\n')
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     assert main(["sample", "--endpoint", url, "--served-model", "base", "--data", str(PREFS), "-n", "1",
                  "-o", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/studio/<name>.png (`shot(page, name)`); the REA
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from vlmdpo.net import free_port
 from vlmdpo.studio.app import create_app
 from vlmdpo.studio.home import StudioHome
 
@@ -39,9 +39,7 @@ def client(studio_home):
 
 class LiveStudio:
     def __init__(self, home: StudioHome, token: str | None = None):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.home, self.url = home, f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(home, token=token), host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
@@ -67,7 +65,9 @@ def live_studio(studio_home):
         yield live
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running while it is open, and a
+# later test file that calls asyncio.run (tests/serve) fails under it.
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 

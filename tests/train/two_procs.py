@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from vlmdpo.net import free_port
+
 HERE = Path(__file__).parent
 CONFIGS = HERE.parents[1] / "examples" / "accelerate"
 # The shipped accelerate configs, with 2 processes; fsdp_worker.py says why FSDP needs its own worker.
 DDP, FSDP2 = CONFIGS / "ddp.yaml", CONFIGS / "fsdp2.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch_two(tmp_path: Path, values: dict, config: Path = DDP) -> tuple[dict, dict, str]:

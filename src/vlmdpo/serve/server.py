@@ -2,12 +2,12 @@
 and benchmarks). Binding anything but the loopback address requires an API key."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from vlmdpo.net import free_port
 from vlmdpo.serve.app import ServerOptions, create_app
 from vlmdpo.serve.registry import ServeError, Served, load_models, parse_model_args
 
@@ -63,12 +63,6 @@ def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8000, engin
     app = build_app(models, engine, options)
     log(f"serving {', '.join(models)} at http://{host}:{port}/v1 (OpenAI-compatible; Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class BackgroundServer:

@@ -11,15 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vlmdpo.net import free_port
 from vlmdpo.studio import processes
 from vlmdpo.studio.errors import StudioError
 from vlmdpo.studio.home import StudioHome
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_port(port: Any, field: str = "port") -> int:
