@@ -238,6 +238,18 @@ def test_test_split_phrasings_and_styles_never_occur_in_train_val_or_pool(full_s
     assert {_template(r) for r in test} == {(k, q) for k, qs in dd.HELD_OUT_QUESTIONS.items() for q in qs}
 
 
+def test_the_pool_asks_more_phrasings_and_styles_than_training_but_none_held_out(full_size_rows):
+    pool, train = full_size_rows["pool"], full_size_rows["train"]
+    pool_only = {(k, q) for k, qs in dd.POOL_QUESTIONS.items() for q in qs}
+    assert pool_only.isdisjoint({(k, q) for k, qs in dd.HELD_OUT_QUESTIONS.items() for q in qs})
+    assert pool_only.isdisjoint({(k, q) for k, qs in dd.TRAIN_QUESTIONS.items() for q in qs})
+    asked = {_template(r) for r in pool}
+    assert asked & pool_only and asked & {_template(r) for r in train}  # both kinds of phrasing are sampled
+    wider = _style_values(pool)
+    for key, values in _style_values(train).items():
+        assert values < wider[key] or key == "nudge" and values <= wider[key], key
+
+
 def test_training_rows_vary_colour_background_size_shape_size_placement_and_phrasing(full_size_rows):
     train = full_size_rows["train"]
     assert {r["truth"] for r in train if r["question_kind"] == "color"} == set(dd.COLORS)

@@ -21,17 +21,34 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from vlmdpo.demo.phrasing import (COLORS, COUNT_WORDS, HELD_OUT_QUESTIONS, KINDS, POSITIONS, SHAPES,  # noqa: F401
-                                  TRAIN_QUESTIONS, answer_text, is_grounded, mentioned_values, values_for)
-from vlmdpo.demo.scenes import (BACKGROUNDS, CENTER, COUNT_PATTERNS, GRID, HELD_OUT, LAYOUTS, TRAIN,  # noqa: F401
-                                Shape, Style, cells_for, counterfactual, draw_scene, draw_style, place_shapes)
+from vlmdpo.demo.phrasing import (COLORS, COUNT_WORDS, HELD_OUT_QUESTIONS, KINDS, POOL_QUESTIONS,  # noqa: F401
+                                  POSITIONS, SHAPES, TRAIN_QUESTIONS, answer_text, is_grounded, mentioned_values,
+                                  values_for)
+from vlmdpo.demo.scenes import (BACKGROUNDS, CENTER, COUNT_PATTERNS, GRID, HELD_OUT, LAYOUTS, POOL, TRAIN,  # noqa: F401
+                                Shape, Style, StylePool, cells_for, counterfactual, draw_scene, draw_style,
+                                place_shapes)
 
-# v3: more colours, styles and phrasings, and a held-out test split; cached v2 data is not reused.
-DEMO_VERSION = 3
-# pool: prompts in the training style from a stream of their own, for on-policy sampling
-# (`vlmdpo iterate`, recipes/iterate_demo.yaml), so rounds never sample the test split's prompts.
+# v3: more colours, styles and phrasings, and a held-out test split. v4: a wider prompt pool. Cached
+# data of another version is not reused.
+DEMO_VERSION = 4
+# The random streams are v3's: v4 changed the pool only, so train/val/test are v3's rows exactly and the
+# numbers measured on them still hold.
+STREAM_VERSION = 3
+# pool: prompts for on-policy sampling (`vlmdpo iterate`, recipes/iterate_demo.yaml) from a stream of
+# their own, in the training phrasings and styles and more, so rounds never sample the test split's.
 SPLITS: tuple[str, ...] = ("train", "val", "test", "pool")
 HELD_OUT_SPLITS: tuple[str, ...] = ("test",)
+Look = tuple[dict[str, tuple[str, ...]], StylePool]  # (phrasings per kind, picture styles)
+LOOKS: dict[str, Look] = {
+    "train": (TRAIN_QUESTIONS, TRAIN),
+    "test": (HELD_OUT_QUESTIONS, HELD_OUT),
+    "pool": ({k: TRAIN_QUESTIONS[k] + POOL_QUESTIONS[k] for k in KINDS}, POOL),
+}
+
+
+def split_look(split: str) -> Look:
+    """What a split's questions and pictures may look like: val asks as train does."""
+    return LOOKS.get(split, LOOKS["train"])
 CONTRASTS: tuple[str, ...] = ("answer", "image")
 # The quickstart's share of image-contrast training pairs: half of them make the vision side learn
 # from pairs only the image can decide; the other half name a wrong value, as the test pairs do.
@@ -53,27 +70,28 @@ class DemoItem:
 
 
 def make_item(rng: random.Random, kind: str, image_size: int | None = None, contrast: str = "answer",
-              layout: str = "canonical", held_out: bool = False) -> DemoItem:
+              layout: str = "canonical", look: Look = LOOKS["train"]) -> DemoItem:
     """One question with its scene; pure given the RNG state.
 
     contrast="answer": the rejected answer names a wrong value (a hallucination).
     contrast="image": chosen and rejected say the same correct answer, but the rejected side
     shows a counterfactual image on which that answer is wrong; such a pair can only be won
     by looking at the image (conditional preference, as in mDPO).
-    held_out: phrasings and picture styles that training never sees (the test split's).
+    look: the phrasings and picture styles to draw from (`split_look`: the test split's are held out).
     `image_size` fixes the picture's side; None draws it from the style pool.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"unknown contrast {contrast!r}; choose from {', '.join(CONTRASTS)}")
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
-    style = draw_style(rng, HELD_OUT if held_out else TRAIN, image_size)
+    questions, styles = look
+    style = draw_style(rng, styles, image_size)
     shape = rng.choice(SHAPES)
     color = rng.choice(tuple(COLORS))
     truth = {"color": color, "shape": shape}.get(kind) or rng.choice(values_for(kind))
     scene = place_shapes(rng, cells_for(rng, kind, truth, layout), shape, color, style, layout)
     wrong = rng.choice([v for v in values_for(kind) if v != truth])
-    question = rng.choice((HELD_OUT_QUESTIONS if held_out else TRAIN_QUESTIONS)[kind]).format(shape=shape)
+    question = rng.choice(questions[kind]).format(shape=shape)
     chosen = answer_text(kind, truth, shape)
     common = dict(kind=kind, question=question, truth=truth, wrong=wrong, scene=scene, style=style, chosen=chosen)
     if contrast == "image":
@@ -87,19 +105,19 @@ def make_split(split: str, n: int, *, seed: int = 0, image_size: int | None = No
     """`n` items; kinds rotate so every kind gets an equal share. Same arguments -> same items.
 
     `image_contrast` is the share of image-contrast pairs (the rest name a wrong value). Splits in
-    HELD_OUT_SPLITS use the held-out phrasings and styles; any other (train, val, pool) uses the
-    training ones, each split from its own random stream.
+    HELD_OUT_SPLITS use the held-out phrasings and styles, the pool a wider set than training's
+    (`split_look`); each split comes from its own random stream.
     """
     for k in kinds:
         if k not in KINDS:
             raise ValueError(f"unknown question kind {k!r}; choose from {', '.join(KINDS)}")
     if not 0.0 <= image_contrast <= 1.0:
         raise ValueError(f"image_contrast must be between 0 and 1, got {image_contrast}")
-    rng = random.Random(f"vlmdpo-demo-v{DEMO_VERSION}-{seed}-{split}")  # str seeds are stable across runs
+    rng = random.Random(f"vlmdpo-demo-v{STREAM_VERSION}-{seed}-{split}")  # str seeds are stable across runs
     items = []
     for i in range(n):
         contrast = "image" if image_contrast and rng.random() < image_contrast else "answer"
-        items.append(make_item(rng, kinds[i % len(kinds)], image_size, contrast, layout, split in HELD_OUT_SPLITS))
+        items.append(make_item(rng, kinds[i % len(kinds)], image_size, contrast, layout, split_look(split)))
     return items
 
 

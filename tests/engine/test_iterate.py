@@ -70,11 +70,11 @@ def test_rounds_record_table_and_plot(previous_run):
     assert [r["round"] for r in rows] == [0, 1, 2] == [r["round"] for r in result.rounds]
     assert rows[0]["reward_accuracy"] is None and 0 <= rows[0]["grounded_accuracy"] <= 1
     for r in rows[1:]:
-        assert r["pairs"] >= 1 and r["pairs"] + r["ties"] + r["low_margin"] == r["prompts"] == 4
+        assert r["pairs"] >= 1 and r["pairs"] + r["ties"] + r["low_margin"] + r["one_answer"] == r["prompts"] == 4
         assert 0 <= r["reward_accuracy"] <= 1 and 0 <= r["grounded_accuracy"] <= 1 and r["train_loss"] > 0
         assert r["policy"] == str(out / f"round-{r['round']}") and r["train_steps"] == 2
     table = (out / "rounds.md").read_text()
-    assert "| round | pairs made | pairs dropped (ties / low margin) | train loss | held-out reward accuracy |" in table
+    assert "| round | pairs made | dropped (one answer / ties / low margin) | train loss | held-out reward accuracy |" in table
     assert table.count("\n| ") == 4 and "| 0 (start) | — |" in table
     assert (out / "rounds.png").read_bytes()[:4] == b"\x89PNG"
     assert "held-out grounded accuracy" in result.table()

@@ -32,6 +32,8 @@ def scored(tmp_path: Path) -> Path:
         scored_row(2, ["a", "b"], [1.0, 1.0]),                         # a tie
         scored_row(3, ["a", "b", "c"], [0.9, 0.8, 0.0]),               # 0.9-0.8 is a small margin
         scored_row(4, ["a"], [1.0]),                                   # one answer: no pair
+        scored_row(5, ["a", "a", "a"], [1.0, 1.0, 1.0]),               # one text sampled three times: no pair
+        scored_row(6, ["a", "b"], [None, None]),                       # nothing scored
     ])
 
 
@@ -42,7 +44,8 @@ def read(path: Path) -> list[dict]:
 def test_best_worst(scored: Path, tmp_path: Path):
     out = tmp_path / "pairs.jsonl"
     counts = make_pairs(scored, out, strategy="best-worst")
-    assert (counts.prompts, counts.pairs, counts.ties, counts.low_margin, counts.unscored) == (4, 2, 1, 0, 1)
+    assert (counts.prompts, counts.pairs, counts.ties, counts.low_margin, counts.one_answer, counts.unscored) == \
+        (6, 2, 1, 0, 2, 3)
     rows = read(out)
     assert [(r["id"], r["chosen"][0]["content"][0]["text"], r["rejected"][0]["content"][0]["text"]) for r in rows] \
         == [("p1", "a", "b"), ("p3", "a", "c")]
@@ -53,7 +56,8 @@ def test_all_with_a_margin(scored: Path, tmp_path: Path):
     out = tmp_path / "pairs.jsonl"
     counts = make_pairs(scored, out, strategy="all", min_margin=0.2)
     # p1: a>b 1.0, a>c 0.5, c>b 0.5 -> 3; p2: tie; p3: a>b 0.1 low, a>c, b>c -> 2
-    assert (counts.prompts, counts.pairs, counts.ties, counts.low_margin, counts.unscored) == (4, 5, 1, 1, 1)
+    assert (counts.prompts, counts.pairs, counts.ties, counts.low_margin, counts.one_answer, counts.unscored) == \
+        (6, 5, 1, 1, 2, 3)
     rows = read(out)
     assert [r["id"] for r in rows] == ["p1-0", "p1-1", "p1-2", "p3-0", "p3-1"]
     texts = {(r["chosen"][0]["content"][0]["text"], r["rejected"][0]["content"][0]["text"]) for r in rows[:3]}
@@ -66,7 +70,8 @@ def test_output_passes_data_check_and_keeps_images(scored: Path, tmp_path: Path,
     out = tmp_path / "pairs.jsonl"
     assert main(["pairs", str(scored), "-o", str(out), "--strategy", "all"]) == 0
     summary = capsys.readouterr().out
-    assert "4 prompt(s), 6 pair(s) written; dropped: 1 tie(s), 0 below the margin; 1 unscored" in summary
+    assert ("6 prompt(s), 6 pair(s) written; dropped: 1 tie(s), 0 below the margin, 2 prompt(s) with one distinct "
+            "answer; 3 unscored") in summary
     report = check_data(str(out))
     assert not report.errors
     assert main(["data", "check", str(out)]) == 0

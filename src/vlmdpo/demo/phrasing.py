@@ -3,7 +3,9 @@
 Answers are phrased in one place (`answer_text`) and scored in one place (`is_grounded`), so the
 generator and the grader cannot drift apart. Questions come in several phrasings per kind; the
 held-out ones (`HELD_OUT_QUESTIONS`) are only ever asked in the test split, so a model that scores
-there answers the picture, not a template it memorised.
+there answers the picture, not a template it memorised. The prompt pool for on-policy sampling asks
+the training phrasings and `POOL_QUESTIONS` besides: prompts cost nothing to write (the judge supplies
+the preference), so the pool is wider than the fixed pairs, but it never asks a held-out phrasing.
 """
 from __future__ import annotations
 
@@ -33,6 +35,17 @@ TRAIN_QUESTIONS: dict[str, tuple[str, ...]] = {
                  "In which part of the picture is the {shape}?", "Where can you find the {shape}?"),
     "shape": ("What shape is in the image?", "Which shape do you see?", "What kind of shape is shown?",
               "Name the shape in the picture."),
+}
+# Phrasings only the pool asks (paraphrases written without the test's; a test checks none is held out).
+POOL_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "color": ("Can you tell me the {shape}'s color?", "The {shape} is which color?", "What is the {shape}'s colour?",
+              "Which color has the {shape} got?"),
+    "count": ("How many {shape}s do you count?", "What is the count of {shape}s?", "How many {shape}s are pictured?",
+              "Give the number of {shape}s in the image."),
+    "position": ("Where in the image is the {shape}?", "Where is the {shape} placed?",
+                 "What part of the image is the {shape} in?", "Is the {shape} at the top, bottom, left or right?"),
+    "shape": ("What shape do you see?", "What is the shape in this image?", "Which shape is in the picture?",
+              "Identify the shape in the image."),
 }
 HELD_OUT_QUESTIONS: dict[str, tuple[str, ...]] = {
     "color": ("What colour is the {shape} painted?", "Name the {shape}'s color."),

@@ -9,7 +9,8 @@ Layouts:
 
 Styles vary the rest of the picture. The test split draws its styles from `HELD_OUT` (backgrounds,
 an image size, a shape size and diagonal nudges that training never shows), so the held-out score
-measures whether the model reads shapes, not the pictures it was trained on.
+measures whether the model reads shapes, not the pictures it was trained on. The on-policy prompt
+pool draws from `POOL`: the training styles and more (none of the held-out ones).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ CENTER = (1, 1)
 # Light backgrounds, all far from every shape colour.
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245), "grey": (212, 212, 212), "cream": (250, 240, 210), "sky": (218, 232, 250),
-    "mint": (222, 243, 226), "lilac": (236, 226, 248),
+    "mint": (222, 243, 226), "lilac": (236, 226, 248), "peach": (252, 228, 214), "sand": (236, 228, 200),
 }
 
 
@@ -47,6 +48,9 @@ class StylePool:
 TRAIN = StylePool(backgrounds=("white", "grey", "cream", "sky"), image_sizes=(80, 96, 128),
                   scales=(0.28, 0.32, 0.38),
                   nudges=((0.0, 0.0), (0.1, 0.0), (-0.1, 0.0), (0.0, 0.1), (0.0, -0.1)))
+POOL = StylePool(backgrounds=TRAIN.backgrounds + ("peach", "sand"), image_sizes=(72, 80, 88, 96, 104, 120, 128, 136),
+                 scales=(0.26, 0.28, 0.30, 0.32, 0.34, 0.38),
+                 nudges=TRAIN.nudges + ((0.05, 0.0), (-0.05, 0.0), (0.0, 0.05), (0.0, -0.05)))
 HELD_OUT = StylePool(backgrounds=("mint", "lilac"), image_sizes=(112,), scales=(0.35,),
                      nudges=((0.08, 0.08), (-0.08, 0.08), (0.08, -0.08), (-0.08, -0.08)))
 

@@ -1,8 +1,8 @@
 """`vlmdpo pairs`: scored candidates -> TRL conversational preference pairs (prompt, chosen, rejected, images).
 
 best-worst keeps one pair per prompt (the highest and the lowest score); all keeps every pair whose scores
-differ by more than the margin. Identical answers count once (their scores averaged). Ties and small margins
-are dropped and counted, as are unscored answers.
+differ by more than the margin. Identical answers count once (their scores averaged). Ties, small margins and
+prompts whose answers are all one text are dropped and counted, as are unscored answers.
 """
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ class PairCounts:
     pairs: int = 0
     ties: int = 0
     low_margin: int = 0
+    one_answer: int = 0  # prompts whose scored answers are all the same text: nothing to prefer
     unscored: int = 0  # answers with a null score
 
     def summary(self) -> str:
         return (f"{self.prompts} prompt(s), {self.pairs} pair(s) written; dropped: {self.ties} tie(s), "
-                f"{self.low_margin} below the margin; {self.unscored} unscored answer(s) left out")
+                f"{self.low_margin} below the margin, {self.one_answer} prompt(s) with one distinct answer; "
+                f"{self.unscored} unscored answer(s) left out")
 
 
 def _bad(where: str, field: str, message: str, fix: str) -> ValueError:
@@ -61,6 +63,7 @@ def choose_pairs(answers: list[tuple[str, float | None]], strategy: str, min_mar
     # one answer sampled twice is one answer (its scores averaged): never a pair with itself
     scored = [(a, sum(v) / len(v)) for a, v in by_text.items()]
     if len(scored) < 2:
+        counts.one_answer += len(scored)  # all unscored: counted as unscored answers only
         return []
     if strategy == "best-worst":
         candidates = [(max(scored, key=lambda a: a[1]), min(scored, key=lambda a: a[1]))]
