@@ -56,6 +56,30 @@ def test_resume_after_a_torn_file_gives_the_same_rows(tiny, full_run: Path, tmp_
     assert out.read_text() == text
 
 
+@pytest.mark.parametrize("cut", [4, 5])  # a cut at a batch's edge, and one inside a batch (rows 4-6 are one)
+def test_resume_inside_a_batch_gives_the_same_rows(tiny, tmp_path: Path, cut: int):
+    options = SampleOptions(n=2, temperature=0.9, max_new_tokens=4, seed=0, batch_size=3)
+    whole = tmp_path / "whole.jsonl"
+    sample_file(PREFS, whole, model_answerer(tiny, options), options, progress=False)
+    lines = whole.read_text().splitlines(keepends=True)
+    out = tmp_path / "cut.jsonl"
+    out.write_text("".join(lines[:cut]))
+    message = sample_file(PREFS, out, model_answerer(tiny, options), options, progress=False)
+    assert out.read_text() == whole.read_text() and f"sampled {8 - cut} prompt(s)" in message
+
+
+def test_batched_prompts_answer_as_one_prompt_at_a_time(tiny, tmp_path: Path):
+    # greedy, so the texts depend on the model alone: sampling prompts together (left-padded, rows with and
+    # without images in their own calls) must not change what each prompt is answered
+    texts = {}
+    for batch_size in (1, 8):
+        options = SampleOptions(n=2, temperature=0.0, max_new_tokens=6, seed=0, batch_size=batch_size)
+        out = tmp_path / f"b{batch_size}.jsonl"
+        sample_file(PREFS, out, model_answerer(tiny, options), options, progress=False)
+        texts[batch_size] = [json.loads(line)["candidates"] for line in out.read_text().splitlines()]
+    assert texts[1] == texts[8] and len(texts[1]) == 8
+
+
 def test_done_ids_drops_a_complete_looking_but_broken_last_line(tmp_path: Path):
     out = tmp_path / "c.jsonl"
     out.write_text('{"id": "a"}\n{"id": "b", "cand\n')
@@ -71,8 +95,9 @@ def test_cli_sample_then_bad_options(tmp_path: Path, capsys):
                  "--max-new-tokens", "2", "-o", str(out), "--no-progress"]) == 0
     assert "sampled 8 prompt(s) x 1 answer(s)" in capsys.readouterr().out
     assert len(out.read_text().splitlines()) == 8
-    assert main(["sample", "--model", "tiny:idefics3", "--data", str(PREFS), "-n", "0", "-o", str(out)]) == 2
-    assert "-n and --max-new-tokens must be at least 1" in capsys.readouterr().err
+    for bad in (["-n", "0"], ["--batch-size", "0"]):
+        assert main(["sample", "--model", "tiny:idefics3", "--data", str(PREFS), *bad, "-o", str(out)]) == 2
+        assert "-n, --max-new-tokens and --batch-size must be at least 1" in capsys.readouterr().err
 
 
 def test_truth_and_meta_are_copied(tiny, tmp_path: Path):

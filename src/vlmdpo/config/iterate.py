@@ -29,6 +29,8 @@ class IterateKeys(Keys):
     """Nucleus sampling of those answers (1.0 = off)."""
     max_new_tokens: int = peer(64, trl="~max_completion_length")
     """Length limit of each sampled answer, in tokens."""
+    sample_batch_size: int = 8
+    """Prompts sampled together in one generate() call (each with num_generations answers); lower it if sampling runs out of memory."""
     judge: Literal["truth", "model", "implicit", "labels"] = "truth"
     """How answers are scored: truth (against each row's truth), model (a judge model, pairwise in both orders), implicit (a DPO model's implicit reward), labels (human labels from the studio's label page)."""
     truth_match: Literal["exact", "contains", "number", "choice"] = "contains"
@@ -59,6 +61,8 @@ class IterateKeys(Keys):
                        f"(got {self.num_generations})")
         if self.max_new_tokens < 1:
             out.append(f"max_new_tokens: must be >= 1 (got {self.max_new_tokens})")
+        if self.sample_batch_size < 1:
+            out.append(f"sample_batch_size: must be >= 1 (got {self.sample_batch_size})")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             out.append(f"temperature / top_p: temperature must be >= 0 and top_p in (0, 1] "
                        f"(got {self.temperature}, {self.top_p})")

@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0: off)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="with --model: prompts per generate() call, each with its -n answers (default 8; lower it "
+                   "if memory runs out). An endpoint is asked one prompt at a time")
     p.add_argument("-o", "--output", required=True, metavar="CANDIDATES.jsonl", help="rows appended here")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
@@ -66,8 +69,10 @@ def run_sample(args: argparse.Namespace) -> str:
     from vlmdpo.data.options import load_kwargs
     from vlmdpo.engine.sample import SampleOptions, endpoint_answerer, model_answerer, sample_file
 
+    # an endpoint's answers depend on their prompt alone: a batch of one resumes without asking twice
     options = SampleOptions(n=args.n, temperature=args.temperature, top_p=args.top_p,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed)
+                            max_new_tokens=args.max_new_tokens, seed=args.seed,
+                            batch_size=1 if args.endpoint else args.batch_size)
     options.check()
     if args.endpoint:
         from vlmdpo.engine.endpoint import Endpoint

@@ -76,12 +76,12 @@ def _lazy_answerer(name: str, options: Any, cfg: Any, device: str | None):
 
     loaded: dict[str, Any] = {}
 
-    def answer(row: dict[str, Any], images: list, seed: int) -> list[str]:
+    def answer(rows: list[dict[str, Any]], images: list[list], seeds: list[int]) -> list[list[str]]:
         if "fn" not in loaded:
             from vlmdpo.inference import load_for_inference
 
             loaded["fn"] = model_answerer(load_for_inference(name, dtype=cfg.dtype, device=device), options)
-        return loaded["fn"](row, images, seed)
+        return loaded["fn"](rows, images, seeds)
 
     return answer
 
@@ -163,7 +163,7 @@ def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str
     folder.mkdir(parents=True, exist_ok=True)
     candidates, scored, pairs = folder / "candidates.jsonl", folder / "scored.jsonl", folder / "pairs.jsonl"
     options = SampleOptions(n=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + r)
+                            max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + r, batch_size=cfg.sample_batch_size)
     say(f"round {r}: sampling {cfg.num_generations} answers per prompt from {policy}")
     say(sample_file(cfg.prompts, candidates, _lazy_answerer(policy, options, cfg, device), options,
                     load_kwargs=data_options(cfg), progress=progress))

@@ -1,8 +1,10 @@
 """`vlmdpo sample`: K answers per prompt, from a loaded model or an OpenAI-compatible endpoint, appended to a
 resumable candidates file (one row per prompt; the format `vlmdpo judge` reads).
 
-Each prompt's answers are seeded by (seed, prompt id) alone, so a resumed run writes the same text an
-uninterrupted one would; a local model samples a prompt's K answers as one batch.
+A local model samples `batch_size` prompts' K answers in one generate() call. The batches are fixed slices of
+the whole prompt list, seeded by their first prompt's (seed, id), and a batch that a cut run half wrote is
+sampled again whole, so a resumed run writes the same text an uninterrupted one would. An endpoint gets one
+request per answer, seeded by (seed, prompt id) and the answer's index.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from typing import Any, Callable
 
 from vlmdpo.types import ImageRef, PreferenceRecord
 
-# (candidate row without "candidates", the record's images, the prompt's seed) -> K answers
-Answerer = Callable[[dict[str, Any], list[ImageRef], int], list[str]]
+# (candidate rows without "candidates", each row's images, each row's seed) -> K answers per row
+Answerer = Callable[[list[dict[str, Any]], list[list[ImageRef]], list[int]], list[list[str]]]
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,11 @@ class SampleOptions:
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int = 0
+    batch_size: int = 8  # prompts per generate() call of a local model (an endpoint is asked per prompt)
 
     def check(self) -> None:
-        if self.n < 1 or self.max_new_tokens < 1:
-            raise ValueError("-n and --max-new-tokens must be at least 1; pass positive numbers")
+        if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("-n, --max-new-tokens and --batch-size must be at least 1; pass positive numbers")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("--temperature must be >= 0 and --top-p in (0, 1]; pass valid numbers")
 
@@ -93,33 +96,51 @@ def sample_file(data: Any, out: Path, answer: Answerer, options: SampleOptions, 
         seen[r.id] = r.source
     out.parent.mkdir(parents=True, exist_ok=True)
     done = done_ids(out)
-    todo = [r for r in records if r.id not in done]
+    n_done = sum(r.id in done for r in records)
     written = 0
     with open(out, "a", encoding="utf-8") as fh, \
-            tqdm(total=len(records), initial=len(records) - len(todo), desc="sample", unit="prompt",
-                 file=sys.stderr, disable=not progress) as bar:
-        for record in todo:
-            row = candidate_row(record)
-            row["candidates"] = answer(row, list(record.images), prompt_seed(options.seed, record.id))
-            append_row(fh, row)
-            written += 1
-            bar.update(1)
+            tqdm(total=len(records), initial=n_done, desc="sample", unit="prompt", file=sys.stderr,
+                 disable=not progress) as bar:
+        for start in range(0, len(records), options.batch_size):
+            batch = records[start:start + options.batch_size]
+            if all(r.id in done for r in batch):
+                continue
+            rows = [candidate_row(r) for r in batch]
+            answers = answer(rows, [list(r.images) for r in batch], [prompt_seed(options.seed, r.id) for r in batch])
+            for record, row, texts in zip(batch, rows, answers):
+                if record.id in done:  # written before the run was cut: sampled again only to keep the batch
+                    continue
+                row["candidates"] = texts
+                append_row(fh, row)
+                written += 1
+                bar.update(1)
     return (f"sampled {written} prompt(s) x {options.n} answer(s) into {out}"
-            + (f"; {len(records) - len(todo)} already there (resumed)" if len(todo) < len(records) else ""))
+            + (f"; {n_done} already there (resumed)" if n_done else ""))
 
 
 def model_answerer(im: Any, options: SampleOptions) -> Answerer:
-    """K answers per prompt from a loaded InferenceModel, sampled together as one batch."""
+    """K answers per prompt from a loaded InferenceModel: a batch's prompts with the same number of images go
+    through one generate() call together (K rows each), seeded by the first of them."""
     from vlmdpo.data.images import load_image
     from vlmdpo.inference import GenerationSettings, generate_rows, prepare_batch
 
-    def answer(row: dict[str, Any], images: list[ImageRef], seed: int) -> list[str]:
-        pixels = [load_image(ref, allow_remote=True) for ref in images]
-        inputs = prepare_batch(im, [(row["prompt"], pixels)] * options.n)
-        settings = GenerationSettings(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
-                                      top_p=options.top_p, seed=seed)
-        rows = generate_rows(im, inputs, settings)
-        return [im.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in rows]
+    def answer(rows: list[dict[str, Any]], images: list[list[ImageRef]], seeds: list[int]) -> list[list[str]]:
+        out: list[list[str]] = [[] for _ in rows]
+        groups: dict[int, list[int]] = {}  # a processor cannot mix rows with and without images in one call
+        for i, refs in enumerate(images):
+            groups.setdefault(len(refs), []).append(i)
+        for members in groups.values():
+            conversations = []
+            for i in members:
+                pixels = [load_image(ref, allow_remote=True) for ref in images[i]]
+                conversations += [(rows[i]["prompt"], pixels)] * options.n
+            settings = GenerationSettings(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                                          top_p=options.top_p, seed=seeds[members[0]])
+            ids = generate_rows(im, prepare_batch(im, conversations), settings)
+            for j, i in enumerate(members):
+                out[i] = [im.tokenizer.decode(t, skip_special_tokens=True).strip()
+                          for t in ids[j * options.n:(j + 1) * options.n]]
+        return out
 
     return answer
 
@@ -127,8 +148,9 @@ def model_answerer(im: Any, options: SampleOptions) -> Answerer:
 def endpoint_answerer(client: Any, options: SampleOptions) -> Answerer:
     """K answers per prompt from an OpenAI-compatible endpoint: one request per answer, seeded seed + k."""
 
-    def answer(row: dict[str, Any], images: list[ImageRef], seed: int) -> list[str]:
-        return [client.complete(row["prompt"], row["images"], temperature=options.temperature, top_p=options.top_p,
-                                max_tokens=options.max_new_tokens, seed=seed + k) for k in range(options.n)]
+    def answer(rows: list[dict[str, Any]], images: list[list[ImageRef]], seeds: list[int]) -> list[list[str]]:
+        return [[client.complete(row["prompt"], row["images"], temperature=options.temperature, top_p=options.top_p,
+                                 max_tokens=options.max_new_tokens, seed=seed + k) for k in range(options.n)]
+                for row, seed in zip(rows, seeds)]
 
     return answer
