@@ -205,8 +205,9 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, default=800, metavar="N", help="training pairs (default 800)")
     p.add_argument("--val", type=int, default=64, metavar="N", help="validation pairs (default 64)")
     p.add_argument("--test", type=int, default=96, metavar="N", help="test pairs (default 96)")
-    p.add_argument("--pool", type=int, default=128, metavar="N",
-                   help="prompts for on-policy sampling, training style (pool.jsonl; default 128)")
+    p.add_argument("--pool", type=int, default=256, metavar="N",
+                   help="prompts for on-policy sampling: training phrasings and styles and more, never the test "
+                   "split's (pool.jsonl; default 256)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--image-size", type=int, default=None, metavar="PX",
                    help="image side in pixels (default: varied, 80-128, with a test-only size)")

@@ -158,7 +158,7 @@ class DemoDataset:
     reused: bool = False
 
 
-def make_demo_data(out_dir: str | Path, *, n_train: int = 800, n_val: int = 64, n_test: int = 96, n_pool: int = 128,
+def make_demo_data(out_dir: str | Path, *, n_train: int = 800, n_val: int = 64, n_test: int = 96, n_pool: int = 256,
                    seed: int = 0, image_size: int | None = None, kinds: Sequence[str] = KINDS,
                    train_image_contrast: float = QUICKSTART_IMAGE_CONTRAST, layout: str = "canonical",
                    overwrite: bool = False, progress: bool = True) -> DemoDataset:
