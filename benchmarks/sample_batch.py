@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -34,11 +35,11 @@ def main() -> None:
     im = load_for_inference(args.model, dtype="float32")
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "prompts.jsonl"
-        rows = Path(args.data).read_text(encoding="utf-8").splitlines()[:args.prompts]
+        rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines()[:args.prompts]]
         base = Path(args.data).resolve().parent
-        # absolute image paths, so the copy reads the same pictures
-        prompts.write_text("".join(json.dumps({**json.loads(r), "images": [str(base / i) for i in json.loads(r)
-                                                                           .get("images", [])]}) + "\n" for r in rows))
+        for row in rows:  # absolute image paths, so the copy in tmp reads the same pictures
+            row["images"] = [str(base / i) for i in row.get("images", [])]
+        prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
         results = []
         for bs in [int(x) for x in args.batch_sizes.split(",")]:
             options = SampleOptions(n=args.n, temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0,
@@ -54,9 +55,10 @@ def main() -> None:
     one = results[0]["prompts_per_s"]
     for r in results:
         r["speedup_vs_first"] = round(r["prompts_per_s"] / one, 2)
-    record = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "prompts": len(rows), "answers_per_prompt": args.n,
-              "max_new_tokens": args.max_new_tokens, "torch_threads": torch.get_num_threads(),
-              "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()}, "results": results}
+    record = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "prompts": len(rows),
+              "answers_per_prompt": args.n, "max_new_tokens": args.max_new_tokens,
+              "torch_threads": torch.get_num_threads(),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "results": results}
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(results))

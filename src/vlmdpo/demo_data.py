@@ -37,22 +37,22 @@ STREAM_VERSION = 3
 # pool: prompts for on-policy sampling (`vlmdpo iterate`, recipes/iterate_demo.yaml) from a stream of
 # their own, in the training phrasings and styles and more, so rounds never sample the test split's.
 SPLITS: tuple[str, ...] = ("train", "val", "test", "pool")
-HELD_OUT_SPLITS: tuple[str, ...] = ("test",)
 Look = tuple[dict[str, tuple[str, ...]], StylePool]  # (phrasings per kind, picture styles)
+# The test split's look is held out; a split not named here (val) looks like train.
 LOOKS: dict[str, Look] = {
     "train": (TRAIN_QUESTIONS, TRAIN),
     "test": (HELD_OUT_QUESTIONS, HELD_OUT),
     "pool": ({k: TRAIN_QUESTIONS[k] + POOL_QUESTIONS[k] for k in KINDS}, POOL),
 }
-
-
-def split_look(split: str) -> Look:
-    """What a split's questions and pictures may look like: val asks as train does."""
-    return LOOKS.get(split, LOOKS["train"])
 CONTRASTS: tuple[str, ...] = ("answer", "image")
 # The quickstart's share of image-contrast training pairs: half of them make the vision side learn
 # from pairs only the image can decide; the other half name a wrong value, as the test pairs do.
 QUICKSTART_IMAGE_CONTRAST = 0.5
+
+
+def split_look(split: str) -> Look:
+    """What a split's questions and pictures may look like (LOOKS; val asks as train does)."""
+    return LOOKS.get(split, LOOKS["train"])
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,9 @@ def make_split(split: str, n: int, *, seed: int = 0, image_size: int | None = No
                image_contrast: float = 0.0, layout: str = "canonical") -> list[DemoItem]:
     """`n` items; kinds rotate so every kind gets an equal share. Same arguments -> same items.
 
-    `image_contrast` is the share of image-contrast pairs (the rest name a wrong value). Splits in
-    HELD_OUT_SPLITS use the held-out phrasings and styles, the pool a wider set than training's
-    (`split_look`); each split comes from its own random stream.
+    `image_contrast` is the share of image-contrast pairs (the rest name a wrong value). The test
+    split uses the held-out phrasings and styles, the pool a wider set than training's (`split_look`);
+    each split comes from its own random stream.
     """
     for k in kinds:
         if k not in KINDS:

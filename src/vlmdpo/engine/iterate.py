@@ -191,7 +191,8 @@ def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str
     step_done()
     return {"round": r, "policy": str(folder), "started_from": policy, "train_base": train_base,
             "continued_weights_of": continue_from, "prompts": counts.prompts, "pairs": counts.pairs,
-            "ties": counts.ties, "low_margin": counts.low_margin, "one_answer": counts.one_answer, "unscored": counts.unscored,
+            "ties": counts.ties, "low_margin": counts.low_margin, "one_answer": counts.one_answer,
+            "unscored": counts.unscored,
             "train_loss": (trained.get("train") or {}).get("loss"), "train_steps": trained.get("global_step"),
             **held_out_metrics(cfg, str(folder), cfg.model_name_or_path, folder / "eval", progress=progress,
                                say=say)}

@@ -32,7 +32,7 @@ def table_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
         loss = _num(rec.get("train_loss"))
         rows.append([str(rec["round"]) + (" (start)" if first else ""),
                      "—" if first else str(rec.get("pairs", 0)),
-                     "—" if first else f"{rec.get('one_answer', 0)} / {rec.get('ties', 0)} / {rec.get('low_margin', 0)}",
+                     "—" if first else " / ".join(str(rec.get(k, 0)) for k in ("one_answer", "ties", "low_margin")),
                      "—" if loss is None else f"{loss:.4f}",
                      _pct(rec.get("reward_accuracy")), _pct(rec.get("grounded_accuracy")),
                      _duration(rec.get("seconds"))])
