@@ -6,7 +6,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARCH   := $(shell uname -m)
 # torch: the CUDA build pinned on x86_64 (pip takes it from this workplace's disk when it lies there),
-# a CPU build on aarch64.
+# a CPU build on aarch64. --no-cache-dir: the CUDA build's ~4 GB of nvidia wheels would otherwise be
+# kept a second time in pip's cache (a CI run once failed with "No space left on device" here).
 ifeq ($(ARCH),aarch64)
 TORCH := torch==2.9.1 torchvision==0.24.1
 else
@@ -18,8 +19,8 @@ endif
 $(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --no-cache-dir $(TORCH)
+	$(PY) -m pip install -q --no-cache-dir -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # data -> nano VLM (built once, cached) -> DPO -> base vs tuned report; ~13 min on 2 CPU cores
