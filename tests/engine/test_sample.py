@@ -138,6 +138,30 @@ def test_endpoint_mode_against_vlmdpo_serve(server: str, tmp_path: Path, use_ope
     assert again.read_text() == out.read_text()
 
 
+class CountingClient:
+    """An endpoint stand-in whose answer is its prompt and seed; counts the requests."""
+
+    def __init__(self):
+        self.requests = 0
+
+    def complete(self, prompt, images, **settings) -> str:
+        self.requests += 1
+        return f"{prompt[:8]} {settings['seed']}"
+
+
+def test_endpoint_resume_inside_a_batch_asks_only_for_the_missing_prompts(tmp_path: Path):
+    options = SampleOptions(n=2, max_new_tokens=4, seed=0, batch_size=4)
+    whole = tmp_path / "whole.jsonl"
+    sample_file(PREFS, whole, endpoint_answerer(CountingClient(), options), options, progress=False)
+    lines = whole.read_text().splitlines(keepends=True)
+    out = tmp_path / "cut.jsonl"
+    out.write_text("".join(lines[:2]))  # cut after two prompts of the first batch of four
+    client = CountingClient()
+    sample_file(PREFS, out, endpoint_answerer(client, options), options, progress=False)
+    assert out.read_text() == whole.read_text()
+    assert client.requests == (len(lines) - 2) * options.n
+
+
 def test_cli_endpoint(server: str, tmp_path: Path, capsys):
     out = tmp_path / "c.jsonl"
     assert main(["sample", "--endpoint", server + "/v1/", "--served-model", "base", "--data", str(PREFS), "-n", "1",

@@ -69,10 +69,9 @@ def run_sample(args: argparse.Namespace) -> str:
     from vlmdpo.data.options import load_kwargs
     from vlmdpo.engine.sample import SampleOptions, endpoint_answerer, model_answerer, sample_file
 
-    # an endpoint's answers depend on their prompt alone: a batch of one resumes without asking twice
     options = SampleOptions(n=args.n, temperature=args.temperature, top_p=args.top_p,
                             max_new_tokens=args.max_new_tokens, seed=args.seed,
-                            batch_size=1 if args.endpoint else args.batch_size)
+                            batch_size=args.batch_size)
     options.check()
     if args.endpoint:
         from vlmdpo.engine.endpoint import Endpoint

@@ -4,7 +4,8 @@ resumable candidates file (one row per prompt; the format `vlmdpo judge` reads).
 A local model samples `batch_size` prompts' K answers in one generate() call. The batches are fixed slices of
 the whole prompt list, seeded by their first prompt's (seed, id), and a batch that a cut run half wrote is
 sampled again whole, so a resumed run writes the same text an uninterrupted one would. An endpoint gets one
-request per answer, seeded by (seed, prompt id) and the answer's index.
+request per answer, seeded by (seed, prompt id) and the answer's index: its answers depend on their own prompt
+alone (`per_prompt`), so a resumed run asks only for the prompts still missing.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class SampleOptions:
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int = 0
-    batch_size: int = 8  # prompts per generate() call of a local model (an endpoint is asked per prompt)
+    batch_size: int = 8  # prompts per generate() call of a local model (an endpoint is asked per answer)
 
     def check(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
@@ -97,12 +98,15 @@ def sample_file(data: Any, out: Path, answer: Answerer, options: SampleOptions, 
     out.parent.mkdir(parents=True, exist_ok=True)
     done = done_ids(out)
     n_done = sum(r.id in done for r in records)
+    per_prompt = getattr(answer, "per_prompt", False)
     written = 0
     with open(out, "a", encoding="utf-8") as fh, \
             tqdm(total=len(records), initial=n_done, desc="sample", unit="prompt", file=sys.stderr,
                  disable=not progress) as bar:
         for start in range(0, len(records), options.batch_size):
             batch = records[start:start + options.batch_size]
+            if per_prompt:
+                batch = [r for r in batch if r.id not in done]
             if all(r.id in done for r in batch):
                 continue
             rows = [candidate_row(r) for r in batch]
@@ -153,4 +157,5 @@ def endpoint_answerer(client: Any, options: SampleOptions) -> Answerer:
                                  max_tokens=options.max_new_tokens, seed=seed + k) for k in range(options.n)]
                 for row, seed in zip(rows, seeds)]
 
+    answer.per_prompt = True  # type: ignore[attr-defined]  # read by sample_file: resume without asking twice
     return answer
