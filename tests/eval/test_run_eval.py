@@ -78,3 +78,23 @@ def test_cli_eval_prints_summary(trained, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "reward accuracy" in printed and "report:" in printed
+
+
+def test_scores_are_shared_between_calls_and_the_start_is_scored_once(trained, tmp_path, monkeypatch):
+    import vlmdpo.inference as inference
+    from vlmdpo.eval.run import run_eval
+
+    root, cfg = trained
+    loaded = []
+    real = inference.load_for_inference
+    monkeypatch.setattr(inference, "load_for_inference", lambda name, **kw: loaded.append(name) or real(name, **kw))
+    settings = dict(max_new_tokens=4, batch_size=4, progress=False, echo=lambda _m: None)
+    scores: dict = {}
+    start = run_eval(cfg, model=cfg["model_name_or_path"], output=str(tmp_path / "start"), scores=scores, **settings)
+    assert loaded == ["tiny:idefics3"]  # the start against itself: one load, one scoring
+    assert start.summary["models"]["base"] == start.summary["models"]["tuned"]
+    shared = run_eval(cfg, output=str(tmp_path / "shared"), scores=scores, **settings)
+    assert loaded == ["tiny:idefics3", str(root / "out")]  # the base's scores came from the first call
+    fresh = run_eval(cfg, output=str(tmp_path / "fresh"), **settings)
+    assert shared.summary["models"] == fresh.summary["models"]
+    assert (tmp_path / "shared" / "answers.jsonl").read_text() == (tmp_path / "fresh" / "answers.jsonl").read_text()

@@ -127,8 +127,10 @@ def scorer_for(cfg: Any, r: int, candidates: Path, device: str | None = None):
     return LabelsScorer(labels, candidates)
 
 
-def held_out_metrics(cfg: Any, model: str, base: str, out: Path, *, progress: bool, say) -> dict[str, Any]:
-    """Reward accuracy of `model` against `base` and grounded accuracy, on the held-out pairs (eval/run.py)."""
+def held_out_metrics(cfg: Any, model: str, base: str, out: Path, *, progress: bool, say,
+                     scores: dict | None = None) -> dict[str, Any]:
+    """Reward accuracy of `model` against `base` and grounded accuracy, on the held-out pairs (eval/run.py);
+    `scores` keeps the models scored so far in this run (every round is compared with the same start)."""
     if not cfg.held_out:
         return {}
     eval_json = out / "eval.json"
@@ -138,7 +140,7 @@ def held_out_metrics(cfg: Any, model: str, base: str, out: Path, *, progress: bo
         from vlmdpo.eval.run import run_eval
 
         summary = run_eval(cfg, model=model, base=base, dataset=cfg.held_out, output=str(out), progress=progress,
-                           echo=say).summary
+                           echo=say, scores=scores).summary
     tuned = summary["models"]["tuned"]
     pref, grounded = tuned.get("preference") or {}, tuned.get("grounded") or {}
     same = model == base  # round 0: the start against itself has no reward to measure
@@ -153,7 +155,7 @@ def held_out_metrics(cfg: Any, model: str, base: str, out: Path, *, progress: bo
 
 
 def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str | None = None,
-              clock: RoundClock | None = None) -> dict[str, Any]:
+              clock: RoundClock | None = None, scores: dict | None = None) -> dict[str, Any]:
     """Sample -> judge -> pairs -> train -> evaluate, each step resuming what an earlier run left."""
     from vlmdpo.engine.judge import judge_file
     from vlmdpo.engine.pairs import make_pairs
@@ -195,7 +197,7 @@ def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str
             "unscored": counts.unscored,
             "train_loss": (trained.get("train") or {}).get("loss"), "train_steps": trained.get("global_step"),
             **held_out_metrics(cfg, str(folder), cfg.model_name_or_path, folder / "eval", progress=progress,
-                               say=say)}
+                               say=say, scores=scores)}
 
 
 def _check_same_experiment(cfg: Any, record: dict[str, Any], path: Path) -> None:
@@ -229,6 +231,7 @@ def iterate(config: Any, rounds: int, *, overrides: Sequence[str] | dict[str, An
         say("note: no held_out_dataset, test_dataset or eval_dataset: rounds are not evaluated")
     settings = {k: getattr(cfg, k) for k in SHARED}
     records: list[dict[str, Any]] = []
+    scores: dict = {}  # held-out scores by model: the start is scored once, not in every round
     policy = cfg.model_name_or_path
     for r in range(rounds + 1):
         done = round_dir(out, r) / ROUND_FILE
@@ -240,9 +243,10 @@ def iterate(config: Any, rounds: int, *, overrides: Sequence[str] | dict[str, An
             clock = RoundClock(round_dir(out, r) / "seconds.txt")
             if r == 0:
                 record = {"round": 0, "policy": policy, **held_out_metrics(
-                    cfg, policy, policy, round_dir(out, 0) / "eval", progress=progress, say=say)}
+                    cfg, policy, policy, round_dir(out, 0) / "eval", progress=progress, say=say, scores=scores)}
             else:
-                record = run_round(cfg, r, policy, progress=progress, say=say, device=device, clock=clock)
+                record = run_round(cfg, r, policy, progress=progress, say=say, device=device, clock=clock,
+                                   scores=scores)
             record.update(seconds=clock.seconds(), settings=settings)
             done.parent.mkdir(parents=True, exist_ok=True)
             write_text(done, json.dumps(record, indent=2, default=str) + "\n")

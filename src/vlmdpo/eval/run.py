@@ -142,12 +142,14 @@ def format_summary(summary: dict[str, Any]) -> str:
 def run_eval(config: Any = None, *, overrides: Sequence[str] | dict[str, Any] = (), model: str | None = None,
              base: str | None = None, dataset: str | None = None, output: str | None = None,
              generate: bool = True, max_new_tokens: int = 24, batch_size: int = 16, n_examples: int = 12,
-             device: str | None = None, progress: bool = True, echo: Callable[[str], None] | None = None
-             ) -> EvalResult:
+             device: str | None = None, progress: bool = True, echo: Callable[[str], None] | None = None,
+             scores: dict[tuple, dict[str, Any]] | None = None) -> EvalResult:
     """Evaluate the base and the tuned model on held-out pairs and write the report.
 
     config: a training YAML / TrainConfig / dict (its output_dir is the tuned model, its
     model_name_or_path the base, its test_dataset the data); `model`, `base`, `dataset` override those.
+    scores: a dict shared by calls with one config (iterate's rounds all compare against the same base):
+    a model already scored on these pairs with these settings is not loaded and scored again.
     """
     from vlmdpo.card import find_run_file
     from vlmdpo.data.load import load_preferences
@@ -172,11 +174,18 @@ def run_eval(config: Any = None, *, overrides: Sequence[str] | dict[str, Any] = 
         raise EvalError(f"no valid held-out pairs in {source}")
 
     scored: dict[str, dict[str, Any]] = {}
+    known = {} if scores is None else scores  # the start evaluated against itself is scored once
     for label, name in (("base", base_name), ("tuned", str(model_dir))):
+        key = (str(name), str(source), generate, max_new_tokens, batch_size)
+        if key in known:
+            say(f"the {label} model: {name}: scored already, not again")
+            scored[label] = known[key]
+            continue
         say(f"loading the {label} model: {name}")
         im = load_for_inference(name, dtype=cfg.dtype, device=device)
-        scored[label] = _score_model(im, records, cfg, label=label, do_generate=generate,
-                                     max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+        scored[label] = known[key] = _score_model(im, records, cfg, label=label, do_generate=generate,
+                                                  max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                                  progress=progress)
         del im
 
     # only pairs both models could encode are compared
