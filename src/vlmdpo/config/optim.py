@@ -19,6 +19,10 @@ class OptimKeys(Keys):
 
     learning_rate: float | None = hf(None, "learning_rate")
     """Peak learning rate; null = 5e-5 for lora / qlora, 5e-6 for full."""
+    vision_tower_lr: float | None = None
+    """Peak learning rate of the vision tower's trainable weights (freeze_vision_tower: false); null = learning_rate (ms-swift: vit_lr)."""
+    projector_lr: float | None = None
+    """Peak learning rate of the projector's trainable weights (freeze_projector: false); null = learning_rate (ms-swift: aligner_lr)."""
     lr_scheduler_type: str = hf("linear", "lr_scheduler_type")
     """Learning-rate schedule after warmup (a transformers scheduler that needs no extra arguments)."""
     warmup_ratio: float = hf(0.0, "warmup_ratio")
@@ -66,6 +70,15 @@ class OptimKeys(Keys):
             add("bf16 / fp16: both are true; choose one mixed-precision mode")
         if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             add(f"learning_rate: must be a positive number (got {self.learning_rate})")
+        for key, frozen in (("vision_tower_lr", "freeze_vision_tower"), ("projector_lr", "freeze_projector")):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if not (value > 0 and math.isfinite(value)):
+                add(f"{key}: must be a positive number, or null for learning_rate (got {value})")
+            elif getattr(self, frozen, False):  # read on the whole TrainConfig
+                add(f"{key}: set, but {frozen} is true, so that part does not train; set {frozen}: false or "
+                    f"remove {key}")
         if not 0 <= self.warmup_ratio < 1:
             add(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
         if self.warmup_steps < 0:

@@ -18,10 +18,12 @@ FINGERPRINT_KEYS = (
     "freeze_vision_tower", "freeze_projector", "freeze_language_model", "dataset", "seed",
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type",
     "warmup_steps", "warmup_ratio", "max_steps", "num_train_epochs", "loss_type", "loss_weights", "beta",
-    "label_smoothing", "simpo_gamma", "ld_alpha", "rpo_alpha", "bco_running_mean")
+    "label_smoothing", "simpo_gamma", "ld_alpha", "rpo_alpha", "bco_running_mean", "vision_tower_lr", "projector_lr")
 # the checkpoint's weights and optimizer state have the shape these give: they can never change on resume
+# (a part's own learning rate gives it its own optimizer groups)
 FIXED_ON_RESUME = ("model_name_or_path", "finetuning_type", "lora_rank", "lora_target", "lora_modules",
-                   "freeze_vision_tower", "freeze_projector", "freeze_language_model")
+                   "freeze_vision_tower", "freeze_projector", "freeze_language_model", "vision_tower_lr",
+                   "projector_lr")
 
 
 class RunKeys(Keys):

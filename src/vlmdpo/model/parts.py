@@ -22,6 +22,13 @@ def part_of(name: str, family: FamilyAdapter) -> str:
     return best
 
 
+def param_part(name: str, family: FamilyAdapter) -> str:
+    """The part of a parameter of the model being trained: a LoRA-wrapped model's names start with peft's
+    "base_model.model." and hold "lora_A.default" / "modules_to_save.default" inside the module path, which
+    still starts with the part's path."""
+    return part_of(name.removeprefix("base_model.model."), family) if family.is_vlm else "language_model"
+
+
 def frozen_parts(*, vision: bool, projector: bool, language: bool) -> set[str]:
     flags = {"vision_tower": vision, "projector": projector, "language_model": language}
     return {part for part, frozen in flags.items() if frozen}

@@ -193,7 +193,8 @@ def setup(cfg, *, echo: Say | None = None) -> Run:
     plan = plan_steps(len(train_ds), batch_size=cfg.per_device_train_batch_size, world_size=acc.num_processes,
                       grad_accum=cfg.gradient_accumulation_steps, num_train_epochs=cfg.num_train_epochs,
                       max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, warmup_ratio=cfg.warmup_ratio)
-    optimizer = build_optimizer(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                **stages.part_rates(cfg, bundle, model, say))
     scheduler = build_scheduler(optimizer, name=cfg.lr_scheduler_type, plan=plan)
     # The scheduler is not prepared: accelerate would step it once per process per step.
     model, optimizer = acc.prepare(model, optimizer)
@@ -278,20 +279,19 @@ def _resume(cfg, run_print: dict, acc, out: Path, say: Say, **parts) -> tuple[ck
     reschedule = bool(_SCHEDULE_KEYS & set(diffs))
     state = ckpt.load_checkpoint(acc, path, load_schedule=not reschedule, **parts)
     if reschedule:
-        _continue_schedule(parts["optimizer"], parts["scheduler"], cfg.learning_rate, state.global_step)
+        _continue_schedule(parts["optimizer"], parts["scheduler"], state.global_step)
     say(f"resumed from {path} at step {state.global_step}")
     if diffs:
         say(f"resumed with changes (resume_allow_changes): {describe(diffs)}")
     return state, path
 
 
-def _continue_schedule(optimizer, scheduler, lr: float, step: int) -> None:
-    """The new schedule (built from this run's settings) at the saved step, from the new peak `lr`:
-    the loaded optimizer state carries the old learning rates in its param groups."""
+def _continue_schedule(optimizer, scheduler, step: int) -> None:
+    """The new schedule (built from this run's settings) at the saved step, from its peak rates (one per group,
+    kept by the scheduler): the loaded optimizer state carries the old learning rates in its param groups."""
     groups = optimizer.param_groups
-    for g in groups:
-        g["initial_lr"] = lr
-    scheduler.base_lrs = [lr] * len(groups)
+    for g, peak in zip(groups, scheduler.base_lrs):
+        g["initial_lr"] = peak
     scheduler.last_epoch = step
     lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
     for g, value in zip(groups, lrs):

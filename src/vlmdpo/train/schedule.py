@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -62,16 +63,29 @@ def shard(indices: list[int], *, world_size: int, rank: int) -> list[int]:
     return indices[rank::world_size]
 
 
-def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters; biases and norm weights (1-D tensors) get no weight decay."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_decay: float,
+                    part_lrs: dict[str, float] | None = None,
+                    part_of: Callable[[str], str] | None = None) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; biases and norm weights (1-D tensors) get no weight decay.
+
+    A part with its own learning rate (`part_lrs`, by `part_of(parameter name)`: vision_tower, projector) gets
+    its own two groups after the main two, so a run without part rates has the same groups as always (and
+    its checkpoints load into this optimizer)."""
+    part_lrs = part_lrs or {}
+    if part_lrs and part_of is None:
+        raise ValueError("part_lrs needs part_of: the function that names a parameter's part")
+    buckets: dict[tuple[str | None, bool], list[torch.nn.Parameter]] = {
+        (part, decay): [] for part in (None, *part_lrs) for decay in (True, False)}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    if not decay and not no_decay:
+            part = part_of(name) if part_lrs else None
+            buckets[(part if part in part_lrs else None, p.ndim >= 2)].append(p)
+    if not any(buckets.values()):
         raise ValueError("the model has no trainable parameters; check finetuning_type and the freeze_* options")
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
+    groups = [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+               "lr": learning_rate if part is None else part_lrs[part]}
+              for (part, decay), params in buckets.items() if params]
+    return torch.optim.AdamW(groups, lr=learning_rate)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, *, name: str, plan: StepPlan):

@@ -201,6 +201,24 @@ def epoch_float(state, batches_per_epoch: int) -> float:
     return state.epoch + state.batch_in_epoch / max(batches_per_epoch, 1)
 
 
+def part_rates(cfg, bundle, model, say: Say) -> dict[str, Any]:
+    """build_optimizer's arguments for vision_tower_lr / projector_lr: each set rate, and how to find its part."""
+    from vlmdpo.model.parts import param_part
+
+    rates = {part: lr for part, lr in (("vision_tower", cfg.vision_tower_lr), ("projector", cfg.projector_lr))
+             if lr is not None}
+    if not rates:
+        return {}
+
+    def part_of(name: str) -> str:
+        return param_part(name, bundle.family)
+
+    trained = {part_of(n) for n, p in model.named_parameters() if p.requires_grad}
+    for part in [p for p in rates if p not in trained]:
+        say(f"note: {part}_lr: {cfg.model_name_or_path} has no trainable {part.replace('_', ' ')}; the rate is unused")
+    return {"part_lrs": rates, "part_of": part_of}
+
+
 def choose_layout(options, bundle, acc, say: Say):
     """The run's (collate_fn, logps_fn) pair, chosen once (`vlmdpo.batching.layout.select_layout`)."""
     from vlmdpo.batching.layout import distributed_kind, select_layout
