@@ -31,6 +31,8 @@ def test_part_rates_get_their_own_groups_after_the_main_two():
     ({"vision_tower_lr": 1e-5}, "vision_tower_lr: set, but freeze_vision_tower is true"),
     ({"projector_lr": 1e-5, "freeze_projector": True}, "projector_lr: set, but freeze_projector is true"),
     ({"projector_lr": -1.0}, "projector_lr: must be a positive number"),
+    ({"vit_lr": 1e-5}, "vit_lr.*use vision_tower_lr"),  # ms-swift's names point to ours
+    ({"aligner_lr": 1e-5}, "aligner_lr.*use projector_lr"),
 ])
 def test_part_rate_config_errors(values, message):
     from vlmdpo.config import load_config

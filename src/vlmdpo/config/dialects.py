@@ -209,6 +209,8 @@ HINTS = {
     "eval_batch_size": "use per_device_eval_batch_size",
     "lr": "use learning_rate",
     "epochs": "use num_train_epochs",
+    "vit_lr": "use vision_tower_lr (ms-swift's vit_lr)",
+    "aligner_lr": "use projector_lr (ms-swift's aligner_lr)",
 }
 
 DIALECTS: dict[str, dict[str, Alias]] = {"LLaMA-Factory": LLAMAFACTORY, "TRL": TRL}
