@@ -91,8 +91,12 @@ def test_stop_n_seed_and_system(client):
     assert [c.index for c in two.choices] == [0, 1] and two.choices[0].message.content == two.choices[1].message.content
     a = ask(client, "base", temperature=1.0, seed=7).choices[0].message.content
     assert ask(client, "base", temperature=1.0, seed=7).choices[0].message.content == a
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
-    assert client.chat.completions.create(model="base", messages=messages, max_tokens=4).choices[0].message.content
+    # the system message reaches the prompt (greedy: a random tiny model may well answer only whitespace)
+    user = [{"role": "user", "content": "Hello"}]
+    plain = client.chat.completions.create(model="base", messages=user, max_tokens=4, temperature=0)
+    system = client.chat.completions.create(model="base", messages=[{"role": "system", "content": "Be brief."}, *user],
+                                            max_tokens=4, temperature=0)
+    assert system.usage.prompt_tokens > plain.usage.prompt_tokens and system.usage.completion_tokens >= 1
 
 
 def test_other_hosts_need_a_key_and_requests_without_it_get_401(tiny_server):
