@@ -220,3 +220,14 @@ def test_iterate_keys_in_the_yaml_and_their_defaults(tmp_path):
         from vlmdpo.config import load_config
 
         load_config(config)
+
+
+def test_max_samples_caps_the_prompts_and_every_pair_made_trains(setting, tmp_path):
+    lines: list[str] = []
+    out = tmp_path / "out"
+    iterate({**setting, "output_dir": str(out), "max_samples": 2, "pair_strategy": "all", "num_generations": 8,
+             "max_new_tokens": 3}, 1, progress=False,
+            device="cpu", echo=lines.append)
+    record = json.loads((out / "round-1" / "round.json").read_text())
+    assert record["prompts"] == 2 and record["pairs"] > 2  # several pairs per prompt
+    assert any(f"train data: read {record['pairs']}, kept {record['pairs']}" in line for line in lines), lines

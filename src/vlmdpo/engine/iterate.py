@@ -187,8 +187,9 @@ def run_round(cfg: Any, r: int, policy: str, *, progress: bool, say, device: str
     train_base, continue_from = round_start(cfg.output_dir, cfg.model_name_or_path, r, cfg.iterate_reference)
     say(f"round {r}: training on {counts.pairs} pairs from {continue_from or train_base}, reference "
         f"{'the start' if cfg.iterate_reference == 'base' else 'the previous round'} ({train_base})")
+    # max_samples caps the prompts sampled; every pair made from them trains (strategy "all" makes several a prompt)
     values = {**cfg.train_values(), "model_name_or_path": train_base, "dataset": str(pairs),
-              "output_dir": str(folder)}
+              "output_dir": str(folder), "max_samples": None}
     trained = train_round(values, continue_from, say=say)
     step_done()
     return {"round": r, "policy": str(folder), "started_from": policy, "train_base": train_base,
